@@ -1,0 +1,1 @@
+"""reverie assistant package."""

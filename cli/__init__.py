@@ -1,0 +1,1 @@
+"""reverie cli package."""

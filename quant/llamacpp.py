@@ -1,0 +1,137 @@
+"""The llama.cpp runtime (llama-cpp-python): CPU everywhere, Metal on macOS, CUDA where built.
+
+Owns: loading a GGUF with or without a GGUF LoRA adapter, greedy/sampled decoding with honest
+end-of-generation detection, and full logits for scoring. Knows nothing about chat history.
+"""
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+from typing import Iterator
+
+import numpy as np
+
+from .chat_format import ChatFormat
+from .errors import BackendUnavailable, QuantError
+from .registry import ModelInfo
+from .runtime import GenerationConfig, Runtime
+
+SCORING_CTX = 1024
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp prints load logs straight to fd 2 even with verbose=False on some paths."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+class LlamaCppRuntime(Runtime):
+    backend = "llama.cpp"
+
+    def __init__(self, model: ModelInfo, chat_format: ChatFormat, n_ctx: int, threads: int):
+        super().__init__(model, chat_format, n_ctx, threads)
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as e:
+            raise BackendUnavailable(
+                "llama-cpp-python is not installed; run `make install` (it builds llama.cpp with "
+                "the right flags for this machine).") from e
+        self._llm = self._load(n_ctx, logits_all=False)
+        self._scorer = None  # a second context with logits for every position, made on demand
+
+    def _load(self, n_ctx: int, logits_all: bool, lora: str | None = None):
+        from llama_cpp import Llama
+
+        kwargs = dict(model_path=self.model.path, n_ctx=n_ctx, n_threads=self.threads,
+                      n_threads_batch=self.threads, n_batch=512, logits_all=logits_all,
+                      verbose=False, seed=0, n_gpu_layers=-1)
+        if lora:
+            kwargs["lora_path"] = lora
+        try:
+            with _quiet_stderr():
+                return Llama(**kwargs)
+        except (ValueError, RuntimeError) as e:
+            what = f"adapter {lora}" if lora else f"model {self.model.path}"
+            raise QuantError(
+                f"llama.cpp could not load {what}: {e}. Check that the file is a complete GGUF "
+                "(and, for an adapter, that it was made for this base model).") from e
+
+    @property
+    def llama(self):
+        return self._llm
+
+    # --- primitives -------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self._llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def _is_eog(self, tok: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, tok))
+
+    def _generate_tokens(self, prompt_ids, config: GenerationConfig, max_tokens) -> Iterator[str | None]:
+        llm = self._llm
+        greedy = config.temperature == 0
+        if not greedy:
+            llm.set_seed(config.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        n = 0
+        gen = llm.generate(prompt_ids, top_k=1 if greedy else config.top_k,
+                           top_p=1.0 if greedy else config.top_p, min_p=0.0,
+                           temp=0.0 if greedy else config.temperature,
+                           repeat_penalty=config.repeat_penalty, reset=True)
+        try:
+            for tok in gen:
+                if self._is_eog(tok):
+                    yield None
+                    return
+                yield decoder.decode(llm.detokenize([tok]))
+                n += 1
+                if n >= max_tokens:
+                    return
+        finally:
+            gen.close()
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        if self._scorer is None:
+            self._scorer = self._load(max(SCORING_CTX, min(self.n_ctx, 2048)), logits_all=True,
+                                      lora=self.adapter_path)
+        s = self._scorer
+        if len(ids) > s.n_ctx():
+            raise QuantError(f"text of {len(ids)} tokens exceeds the scoring window ({s.n_ctx()}).")
+        s.reset()
+        s.eval(ids)
+        return np.array(s.scores[: len(ids)], dtype=np.float32)
+
+    def set_adapter(self, path: str | None) -> None:
+        if path == self.adapter_path:
+            return
+        if path is not None and not os.path.isfile(path):
+            raise QuantError(f"adapter file {path} does not exist.")
+        new = self._load(self.n_ctx, logits_all=False, lora=path)
+        self._llm.close()
+        self._llm = new
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
+        self.adapter_path = path
+
+    def close(self) -> None:
+        for m in (self._llm, self._scorer):
+            if m is not None:
+                m.close()
