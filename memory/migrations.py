@@ -14,3 +14,49 @@ def m001_create_conversations(db):
          "meta": str},
         pk="id", foreign_keys=[("conversation_id", "conversations", "id")])
     db["turns"].create_index(["conversation_id", "created"])
+
+
+@migrations()
+def m002_create_memories(db):
+    # seq is the rowid alias the FTS table shares, so index rows are found without a scan;
+    # id is the stable public id (m_...). source is provenance JSON.
+    db.execute(
+        "CREATE TABLE memories ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE,"
+        " kind TEXT NOT NULL CHECK (kind IN ('episodic', 'fact')),"
+        " text TEXT NOT NULL,"
+        " subject TEXT,"
+        " status TEXT NOT NULL DEFAULT 'active'"
+        "   CHECK (status IN ('active', 'superseded', 'forgotten')),"
+        " created REAL NOT NULL,"
+        " updated REAL NOT NULL,"
+        " source TEXT NOT NULL DEFAULT '{}')")
+    db.execute("CREATE INDEX idx_memories_kind_status ON memories (kind, status)")
+    db.execute("CREATE INDEX idx_memories_subject ON memories (subject, status)")
+    db.execute(
+        "CREATE TABLE memory_history ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " memory_id TEXT NOT NULL,"
+        " text TEXT NOT NULL,"
+        " subject TEXT,"
+        " status TEXT NOT NULL,"
+        " changed REAL NOT NULL,"
+        " reason TEXT NOT NULL)")
+    db.execute("CREATE INDEX idx_memory_history_memory ON memory_history (memory_id, id)")
+    db.execute(
+        "CREATE TABLE tombstones ("
+        " memory_id TEXT NOT NULL,"
+        " text_hash TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " forgotten REAL NOT NULL,"
+        " PRIMARY KEY (memory_id, text_hash))")
+    db.execute("CREATE INDEX idx_tombstones_hash ON tombstones (text_hash)")
+
+
+@migrations()
+def m003_create_memories_fts(db):
+    # Only active memories are in the FTS table; rowid = memories.seq. The body is the indexed
+    # text (speaker prefix etc.), porter-stemmed so "painted" finds "paint".
+    db.execute("CREATE VIRTUAL TABLE memories_fts USING fts5("
+               "body, tokenize = 'porter unicode61 remove_diacritics 2')")
