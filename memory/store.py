@@ -1,0 +1,470 @@
+"""MemoryStore: the memory facade over the ledger (truth) and the derived indexes.
+
+Owns: writing memories (facts with add/update/supersede, episodic turns, LoCoMo imports),
+editing and forgetting (history rows, tombstones), export/import, reindex and recall.
+Every ledger change happens in one transaction; the chromadb index is updated after commit,
+and `reindex()` rebuilds it if a crash ever leaves it behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import facts as factrules
+from . import io as memio
+from . import locomo
+from .errors import MemoryStoreError
+from .index import VectorIndex, fts_search
+from .ledger import Ledger
+from .recall import MODES, Recalled, fuse, pack, recency_boost
+
+# Cosine above this between two facts means "the same fact, reworded": update, don't add.
+DUPLICATE_COSINE = 0.92
+Progress = Callable[[int], None] | None
+
+
+@dataclass
+class Memory:
+    id: str
+    kind: str
+    text: str
+    subject: str | None
+    status: str
+    created: float
+    updated: float
+    source: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ActiveFact:
+    """What the nightly trainer needs of a fact, and nothing more."""
+    id: str
+    text: str
+    subject: str | None
+    created: float
+
+
+def new_memory_id() -> str:
+    return f"m_{uuid.uuid4().hex[:12]}"
+
+
+def text_hash(text: str) -> str:
+    """Hash of a text, normalised so whitespace and case changes still match a tombstone."""
+    norm = re.sub(r"\s+", " ", text.strip().lower())
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()
+
+
+def index_text(text: str, source: dict) -> str:
+    # Who said it is half the meaning of a conversation turn ("What did Caroline research?").
+    speaker = source.get("speaker")
+    return f"{speaker}: {text}" if speaker else text
+
+
+def _row_to_memory(row: dict) -> Memory:
+    return Memory(row["id"], row["kind"], row["text"], row["subject"], row["status"],
+                  row["created"], row["updated"], json.loads(row["source"] or "{}"))
+
+
+class MemoryStore:
+    """Memories of one data directory. Construction is cheap; models load on first use."""
+
+    def __init__(self, home: Path, ledger: Ledger | None = None):
+        self.home = Path(home)
+        self.ledger = ledger or Ledger(self.home)
+        self.db = self.ledger.db
+        self.vectors = VectorIndex(self.home)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # --- reading ------------------------------------------------------------------------------
+    def get(self, memory_id: str) -> Memory:
+        row = self._row(memory_id)
+        if row is None:
+            hint = (" It was forgotten." if self.db.execute(
+                "select 1 from tombstones where memory_id = ?", [memory_id]).fetchone() else "")
+            raise MemoryStoreError(f"unknown memory id {memory_id!r}.{hint} "
+                                   "List ids with `reverie memory ls` or `reverie memory search`.")
+        return _row_to_memory(row)
+
+    def list(self, kind: str | None = None, status: str | None = "active",
+             limit: int | None = 50) -> list[Memory]:
+        if kind is not None and kind not in memio.KINDS:
+            raise MemoryStoreError(f"unknown kind {kind!r}; use one of: {', '.join(memio.KINDS)}.")
+        where, params = [], []
+        if kind:
+            where.append("kind = ?"), params.append(kind)
+        if status:
+            where.append("status = ?"), params.append(status)
+        sql = "select * from memories" + (" where " + " and ".join(where) if where else "")
+        sql += " order by created desc, seq desc" + (f" limit {int(limit)}" if limit else "")
+        return [_row_to_memory(r) for r in self._dicts(sql, params)]
+
+    def history(self, memory_id: str) -> list[dict]:
+        """Earlier versions, oldest first, then the current one (which must exist)."""
+        current = self.get(memory_id)
+        rows = self._dicts("select text, subject, status, changed, reason from memory_history "
+                           "where memory_id = ? order by id", [memory_id])
+        return rows + [{"text": current.text, "subject": current.subject,
+                        "status": current.status, "changed": current.updated, "reason": "current"}]
+
+    def active_facts(self) -> list[ActiveFact]:
+        return [ActiveFact(m.id, m.text, m.subject, m.created)
+                for m in self.list(kind="fact", status="active", limit=None)]
+
+    def tombstoned_hashes(self) -> set[str]:
+        """Hashes (text_hash) of every forgotten text; the trainer drops matching examples."""
+        return {r[0] for r in self.db.execute("select text_hash from tombstones").fetchall()}
+
+    def is_tombstoned(self, text: str) -> bool:
+        return self.db.execute("select 1 from tombstones where text_hash = ?",
+                               [text_hash(text)]).fetchone() is not None
+
+    def stats(self) -> dict:
+        by = {f"{k}/{s}": n for k, s, n in self.db.execute(
+            "select kind, status, count(*) from memories group by kind, status").fetchall()}
+        return {"memories": sum(by.values()), "by_kind_status": by,
+                "history_rows": self.db.execute("select count(*) from memory_history").fetchone()[0],
+                "tombstones": self.db.execute(
+                    "select count(distinct memory_id) from tombstones").fetchone()[0],
+                "fts_rows": self.db.execute("select count(*) from memories_fts").fetchone()[0],
+                "vector_rows": self.vectors.count(), "ledger": str(self.ledger.path),
+                "index": str(self.vectors.path)}
+
+    # --- recall -------------------------------------------------------------------------------
+    def recall(self, query: str, k: int = 8, token_budget: int | None = 400,
+               count_tokens: Callable[[str], int] | None = None, kinds: list[str] | None = None,
+               mode: str = "hybrid", candidates: int | None = None) -> list[Recalled]:
+        """Top-k active memories for `query` that fit `token_budget` (None: no budget)."""
+        query = (query or "").strip()
+        if not query:
+            raise MemoryStoreError("the query is empty; give some words to search for.")
+        if mode not in MODES:
+            raise MemoryStoreError(f"unknown recall mode {mode!r}; use one of {', '.join(MODES)}.")
+        if k < 1:
+            raise MemoryStoreError(f"k must be at least 1, got {k}.")
+        for kind in kinds or []:
+            if kind not in memio.KINDS:
+                raise MemoryStoreError(f"unknown kind {kind!r}; use {', '.join(memio.KINDS)}.")
+        n = candidates or max(30, 4 * k)
+        rankings: dict[str, list[str]] = {}
+        if mode in ("hybrid", "vector"):
+            from .embedder import embed_query
+
+            rankings["vector"] = [h.id for h in self.vectors.search(embed_query(query), n, kinds)]
+        if mode in ("hybrid", "bm25"):
+            rankings["bm25"] = [h.id for h in fts_search(self.db.conn, query, n, kinds)]
+        scores = fuse(rankings)
+        rows = {r["id"]: r for r in self._rows_by_id(list(scores))}
+        now = time.time()
+        items = []
+        for mid, score in scores.items():
+            row = rows.get(mid)
+            if row is None or row["status"] != "active":
+                continue  # index entry behind the ledger; reindex repairs it
+            if mode == "hybrid":
+                score += recency_boost(row["created"], now)
+            ranks = {m: ids.index(mid) for m, ids in rankings.items() if mid in ids}
+            items.append(Recalled(mid, row["text"], row["kind"], score,
+                                  json.loads(row["source"]), row["created"], ranks))
+        items.sort(key=lambda r: (-r.score, -r.created))
+        if token_budget is None:
+            return items[:k]
+        return pack(items, k, token_budget, count_tokens)
+
+    def search(self, query: str, k: int = 10, kinds: list[str] | None = None) -> list[Recalled]:
+        return self.recall(query, k=k, token_budget=None, kinds=kinds)
+
+    # --- writing ------------------------------------------------------------------------------
+    def add_fact(self, text: str, source: dict | None = None) -> tuple[Memory, str]:
+        """Store a fact: "added", "updated" (near-duplicate) or "superseded" (same subject)."""
+        text = (text or "").strip()
+        if not text:
+            raise MemoryStoreError("the fact is empty; say what to remember.")
+        subject, value = factrules.subject_of(text)
+        return self._store_fact(text, subject, value, dict(source or {}))
+
+    def observe_user_message(self, text: str, conversation_id: str,
+                             turn_id: str) -> list[tuple[Memory, str]]:
+        """Store every self-statement found in a user chat message as a fact."""
+        out = []
+        for f in factrules.extract_facts(text or ""):
+            source = {"conversation_id": conversation_id, "turn_id": turn_id, "said": f.said,
+                      "command": "chat", "time": time.time()}
+            out.append(self._store_fact(f.text, f.subject, f.value, source))
+        return out
+
+    def record_turn(self, conversation_id: str, turn_id: str, role: str, text: str,
+                    created: float | None = None, source: dict | None = None) -> Memory:
+        """Remember one conversation turn as an episodic memory."""
+        if not (text or "").strip():
+            raise MemoryStoreError("the turn text is empty; nothing to remember.")
+        src = {"conversation_id": conversation_id, "turn_id": turn_id, "role": role,
+               "command": "chat", "time": time.time(), **(source or {})}
+        return self._insert_many([("episodic", text.strip(), None, src, created)])[0]
+
+    def edit(self, memory_id: str, text: str) -> Memory:
+        text = (text or "").strip()
+        if not text:
+            raise MemoryStoreError("the new text is empty; to remove a memory use `forget`.")
+        old = self.get(memory_id)
+        if old.status != "active":
+            raise MemoryStoreError(f"memory {memory_id} is {old.status}; only active memories "
+                                   "can be edited (add a new one instead).")
+        subject = old.subject
+        if old.kind == "fact":
+            subject = factrules.subject_of(text)[0] or old.subject
+        now = time.time()
+        with self.db.atomic():
+            self._history(old, "edited", now)
+            self.db.execute("update memories set text = ?, subject = ?, updated = ? where id = ?",
+                            [text, subject, now, memory_id])
+            self._fts_put(memory_id)
+        new = self.get(memory_id)
+        self._vector_put([new])
+        return new
+
+    def forget(self, memory_id: str) -> Memory:
+        """Remove a memory and its history from the ledger and indexes; leave tombstones."""
+        old = self.get(memory_id)
+        texts = {old.text} | {h["text"] for h in self.history(memory_id)}
+        now = time.time()
+        with self.db.atomic():
+            self._fts_drop(memory_id)
+            for t in texts:
+                self.db.execute("insert or ignore into tombstones values (?, ?, ?, ?)",
+                                [memory_id, text_hash(t), old.kind, now])
+            self.db.execute("delete from memory_history where memory_id = ?", [memory_id])
+            self.db.execute("delete from memories where id = ?", [memory_id])
+        self.vectors.delete([memory_id])
+        old.status = "forgotten"
+        return old
+
+    def reindex(self, progress: Progress = None) -> int:
+        """Rebuild FTS and chromadb from the ledger's active memories; returns how many."""
+        rows = self._dicts("select * from memories where status = 'active' order by seq")
+        with self.db.atomic():
+            self.db.execute("delete from memories_fts")
+            self.db.conn.executemany(
+                "insert into memories_fts(rowid, body) values (?, ?)",
+                [(r["seq"], index_text(r["text"], json.loads(r["source"]))) for r in rows])
+        self.vectors.clear()
+        self._vector_put([_row_to_memory(r) for r in rows], progress)
+        return len(rows)
+
+    def export_jsonl(self, path: Path) -> int:
+        """Write every active and superseded memory, with its history, as JSONL (0600)."""
+        rows = self._dicts("select * from memories order by seq")
+        hist: dict[str, list] = {}
+        for h in self._dicts("select memory_id, text, subject, status, changed, reason "
+                             "from memory_history order by id"):
+            hist.setdefault(h.pop("memory_id"), []).append(h)
+        lines = []
+        for r in rows:
+            rec = _row_to_memory(r).to_dict()
+            rec["history"] = hist.get(r["id"], [])
+            lines.append(memio.record_line(rec))
+        _write_private(Path(path), "".join(line + "\n" for line in lines))
+        return len(lines)
+
+    def import_jsonl(self, path: Path, progress: Progress = None) -> int:
+        """Import an export file all-or-nothing: validate every line, then one transaction.
+
+        Returns how many memories were new (identical records already present are skipped)."""
+        records = memio.read_records(path)
+        fresh = []
+        for lineno, rec in enumerate(records, start=1):
+            existing = self._row(rec["id"])
+            if existing is not None:
+                mine = _row_to_memory(existing).to_dict()
+                if any(mine[key] != rec[key] for key in mine):
+                    raise MemoryStoreError(
+                        f"record {lineno} ({rec['id']}): a different memory with this id exists; "
+                        f"forget it first or drop that line. Nothing was imported.")
+                continue
+            if self.db.execute("select 1 from tombstones where memory_id = ?",
+                               [rec["id"]]).fetchone():
+                raise MemoryStoreError(
+                    f"record {lineno} ({rec['id']}): this memory was forgotten; drop that line "
+                    "to keep it forgotten. Nothing was imported.")
+            fresh.append(rec)
+        with self.db.atomic():
+            for rec in fresh:
+                self.db.execute("insert into memories (id, kind, text, subject, status, created, "
+                                "updated, source) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [rec["id"], rec["kind"], rec["text"], rec["subject"],
+                                 rec["status"], rec["created"], rec["updated"],
+                                 json.dumps(rec["source"], ensure_ascii=False, sort_keys=True)])
+                for h in rec["history"]:
+                    self.db.execute("insert into memory_history (memory_id, text, subject, "
+                                    "status, changed, reason) values (?, ?, ?, ?, ?, ?)",
+                                    [rec["id"], h["text"], h["subject"], h["status"],
+                                     h["changed"], h["reason"]])
+                self._fts_put(rec["id"])
+        self._vector_put([self.get(r["id"]) for r in fresh], progress)
+        return len(fresh)
+
+    def import_locomo(self, path: Path, progress: Progress = None) -> dict:
+        """Import LoCoMo conversations as episodic memories (dia_id kept in the source)."""
+        samples = locomo.load(path)
+        return self.import_locomo_samples(samples, Path(path).name, progress)
+
+    def import_locomo_samples(self, samples: list[dict], origin: str = "",
+                              progress: Progress = None) -> dict:
+        now = time.time()
+        items, ids = [], []
+        all_eps = [locomo.episodes(s, i, now) for i, s in enumerate(samples)]  # validate first
+        for eps in all_eps:
+            for ep in eps:
+                # Deterministic ids make a repeated import a no-op instead of a duplicate.
+                mid = "m_" + hashlib.sha1(f"{ep.conversation_id}/{ep.dia_id}".encode()).hexdigest()[:12]
+                if mid in ids or self._row(mid) is not None:
+                    continue
+                ids.append(mid)
+                items.append(("episodic", ep.text, None,
+                              {"conversation_id": ep.conversation_id, "turn_id": ep.dia_id,
+                               "dia_id": ep.dia_id, "speaker": ep.speaker, "session": ep.session,
+                               "session_time": ep.session_time, "format": "locomo",
+                               "file": origin, "command": "import-conversation", "time": now},
+                              ep.created))
+        self._insert_many(items, ids, progress)
+        return {"conversations": len(all_eps), "turns": sum(len(e) for e in all_eps),
+                "imported": len(items)}
+
+    # --- internals ----------------------------------------------------------------------------
+    def _dicts(self, sql: str, params=()) -> list[dict]:
+        cur = self.db.execute(sql, list(params))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def _row(self, memory_id: str) -> dict | None:
+        rows = self._dicts("select * from memories where id = ?", [memory_id])
+        return rows[0] if rows else None
+
+    def _rows_by_id(self, ids: list[str]) -> list[dict]:
+        out = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out += self._dicts(f"select * from memories where id in ({','.join('?' * len(chunk))})",
+                               chunk)
+        return out
+
+    def _history(self, old: Memory, reason: str, when: float) -> None:
+        self.db.execute("insert into memory_history (memory_id, text, subject, status, changed, "
+                        "reason) values (?, ?, ?, ?, ?, ?)",
+                        [old.id, old.text, old.subject, old.status, when, reason])
+
+    def _fts_put(self, memory_id: str) -> None:
+        row = self._row(memory_id)
+        self.db.execute("delete from memories_fts where rowid = ?", [row["seq"]])
+        if row["status"] == "active":
+            self.db.execute("insert into memories_fts(rowid, body) values (?, ?)",
+                            [row["seq"], index_text(row["text"], json.loads(row["source"]))])
+
+    def _fts_drop(self, memory_id: str) -> None:
+        self.db.execute("delete from memories_fts where rowid = "
+                        "(select seq from memories where id = ?)", [memory_id])
+
+    def _vector_put(self, memories: list[Memory], progress: Progress = None) -> None:
+        active = [m for m in memories if m.status == "active"]
+        self.vectors.add([(m.id, index_text(m.text, m.source),
+                           {"kind": m.kind, "created": float(m.created)}) for m in active],
+                         progress)
+
+    def _insert_rows(self, items: list[tuple], ids: list[str] | None = None) -> list[Memory]:
+        """Insert (kind, text, subject, source, created) rows; the caller holds a transaction."""
+        now = time.time()
+        memories = []
+        for j, (kind, text, subject, source, created) in enumerate(items):
+            m = Memory(ids[j] if ids else new_memory_id(), kind, text, subject, "active",
+                       created or now, now, source)
+            self.db.execute("insert into memories (id, kind, text, subject, status, created, "
+                            "updated, source) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [m.id, m.kind, m.text, m.subject, m.status, m.created, m.updated,
+                             json.dumps(m.source, ensure_ascii=False, sort_keys=True)])
+            self._fts_put(m.id)
+            memories.append(m)
+        return memories
+
+    def _insert_many(self, items: list[tuple], ids: list[str] | None = None,
+                     progress: Progress = None) -> list[Memory]:
+        with self.db.atomic():
+            memories = self._insert_rows(items, ids)
+        self._vector_put(memories, progress)
+        return memories
+
+    def _store_fact(self, text: str, subject: str | None, value: str | None,
+                    source: dict) -> tuple[Memory, str]:
+        source.setdefault("time", time.time())
+        same_subject = None
+        if subject:
+            rows = self._dicts("select * from memories where kind = 'fact' and status = 'active' "
+                               "and subject = ? order by created desc", [subject])
+            same_subject = _row_to_memory(rows[0]) if rows else None
+        if same_subject is not None:
+            old_value = factrules.subject_of(same_subject.text)[1]
+            if old_value is not None and old_value != value:
+                return self._supersede(same_subject, text, subject, source), "superseded"
+            return self._refresh(same_subject, text, source), "updated"
+        from .embedder import embed
+
+        near = self.vectors.similar(embed([text])[0], "fact")
+        if near and near[1] >= DUPLICATE_COSINE:
+            return self._refresh(self.get(near[0]), text, source), "updated"
+        return self._insert_many([("fact", text, subject, source, None)])[0], "added"
+
+    def _refresh(self, old: Memory, text: str, source: dict) -> Memory:
+        """A restatement: keep the id, take the newer wording, remember the old one."""
+        now = time.time()
+        with self.db.atomic():
+            if text != old.text:
+                self._history(old, "restated", now)
+            src = {**old.source, "restated": source}
+            self.db.execute("update memories set text = ?, updated = ?, source = ? where id = ?",
+                            [text, now, json.dumps(src, ensure_ascii=False, sort_keys=True), old.id])
+            self._fts_put(old.id)
+        new = self.get(old.id)
+        self._vector_put([new])
+        return new
+
+    def _supersede(self, old: Memory, text: str, subject: str, source: dict) -> Memory:
+        now = time.time()
+        with self.db.atomic():
+            self._history(old, "superseded", now)
+            self.db.execute("update memories set status = 'superseded', updated = ? where id = ?",
+                            [now, old.id])
+            self._fts_put(old.id)
+            new = self._insert_rows([("fact", text, subject, {**source, "supersedes": old.id},
+                                      None)])[0]
+        self.vectors.delete([old.id])
+        self._vector_put([new])
+        return new
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomic 0600 write (memory/ cannot use assistant.files: layers point the other way)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
