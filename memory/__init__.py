@@ -8,7 +8,10 @@ Heavy libraries (chromadb, sentence-transformers) load on first use, not on impo
 from .errors import MemoryStoreError
 from .facts import ExtractedFact, extract_facts
 from .recall import PROMPT_HEADER, Recalled, format_for_prompt
-from .store import ActiveFact, Memory, MemoryStore, text_hash
+
+format_recalled = format_for_prompt  # the name assistant/services.py uses
+
+from .store import ActiveFact, Memory, MemoryStore, text_hash  # noqa: E402
 
 __all__ = ["ActiveFact", "ExtractedFact", "Memory", "MemoryStore", "MemoryStoreError",
-           "PROMPT_HEADER", "Recalled", "extract_facts", "format_for_prompt", "text_hash"]
+           "PROMPT_HEADER", "Recalled", "extract_facts", "format_for_prompt", "format_recalled", "text_hash"]

@@ -1,0 +1,125 @@
+"""The library calls behind `reverie memory …` and `reverie bench memory`.
+
+Owns: opening the memory store in the data directory, turning memory's domain errors into
+ReverieError, and shaping results as plain dicts for the CLI to print or dump as JSON.
+Knows nothing about typer or terminals; progress is a callback.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .config import data_dir
+from .errors import ReverieError
+
+Progress = Callable[[int], None] | None
+FORMATS = ("locomo",)
+
+
+@contextlib.contextmanager
+def _store(home: Path | None = None) -> Iterator:
+    from memory import MemoryStore, MemoryStoreError
+
+    try:
+        store = MemoryStore(home or data_dir())
+    except MemoryStoreError as e:
+        raise ReverieError(str(e)) from e
+    try:
+        yield store
+    except MemoryStoreError as e:
+        raise ReverieError(str(e)) from e
+    finally:
+        store.close()
+
+
+def list_memories(kind: str | None = None, status: str | None = "active", limit: int = 50,
+                  home: Path | None = None) -> list[dict]:
+    with _store(home) as s:
+        return [m.to_dict() for m in s.list(kind=kind, status=status, limit=limit)]
+
+
+def search(query: str, k: int = 10, kind: str | None = None, home: Path | None = None) -> list[dict]:
+    with _store(home) as s:
+        return [r.to_dict() for r in s.search(query, k=k, kinds=[kind] if kind else None)]
+
+
+def show(memory_id: str, home: Path | None = None) -> dict:
+    with _store(home) as s:
+        return {**s.get(memory_id).to_dict(), "history": s.history(memory_id)}
+
+
+def add(text: str, home: Path | None = None) -> dict:
+    import time
+
+    with _store(home) as s:
+        mem, action = s.add_fact(text, {"command": "memory add", "time": time.time()})
+        return {"action": action, "memory": mem.to_dict()}
+
+
+def edit(memory_id: str, text: str, home: Path | None = None) -> dict:
+    with _store(home) as s:
+        return s.edit(memory_id, text).to_dict()
+
+
+def forget(memory_id: str, home: Path | None = None) -> dict:
+    with _store(home) as s:
+        return s.forget(memory_id).to_dict()
+
+
+def history(memory_id: str, home: Path | None = None) -> list[dict]:
+    with _store(home) as s:
+        return s.history(memory_id)
+
+
+def export(path: Path, home: Path | None = None) -> int:
+    with _store(home) as s:
+        return s.export_jsonl(Path(path))
+
+
+def import_(path: Path, progress: Progress = None, home: Path | None = None) -> int:
+    with _store(home) as s:
+        return s.import_jsonl(Path(path), progress)
+
+
+def stats(home: Path | None = None) -> dict:
+    with _store(home) as s:
+        return s.stats()
+
+
+def count_active(home: Path | None = None) -> int:
+    with _store(home) as s:
+        return len(s.list(status="active", limit=None))
+
+
+def reindex(progress: Progress = None, home: Path | None = None) -> int:
+    with _store(home) as s:
+        return s.reindex(progress)
+
+
+def import_conversation(path: Path, fmt: str = "locomo", progress: Progress = None,
+                        home: Path | None = None) -> dict:
+    _check_format(fmt)
+    with _store(home) as s:
+        return s.import_locomo(Path(path), progress)
+
+
+def bench_memory(path: Path, fmt: str = "locomo", k: int = 10,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """LoCoMo evidence recall@k for hybrid / vector / BM25 (fresh temporary stores)."""
+    from memory import MemoryStoreError
+
+    _check_format(fmt)
+    if k < 1:
+        raise ReverieError(f"--k must be at least 1, got {k}.")
+    from bench.memory_bench import run_locomo
+
+    try:
+        return run_locomo(Path(path), k, log)
+    except MemoryStoreError as e:
+        raise ReverieError(str(e)) from e
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ReverieError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}.")

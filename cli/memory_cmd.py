@@ -1,0 +1,247 @@
+"""`reverie memory …`: see and edit what the assistant remembers about you.
+
+Each command parses, makes one call into assistant.memory_api, and formats the result.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import emit_json, handle_errors
+
+memory_app = typer.Typer(
+    help="What reverie remembers: facts you told it and past conversation turns.\n\n"
+         "Memories live in the SQLite ledger in the data dir; the search index is derived from it "
+         "(`reverie memory reindex` rebuilds it). Ids look like m_1a2b3c4d5e6f.",
+    no_args_is_help=True)
+
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+
+def _when(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _line(m: dict) -> str:
+    return f"{m['id']}  {m['kind']:<8}  {_when(m['created'])}  {m['text']}"
+
+
+@memory_app.command("ls")
+@handle_errors
+def ls(kind: Optional[str] = typer.Option(None, "--kind", help="fact or episodic."),
+       status: str = typer.Option("active", "--status",
+                                  help="active, superseded, or 'all'."),
+       limit: int = typer.Option(50, "--limit", min=1, help="Newest N memories."),
+       json_out: bool = JsonOpt):
+    """List memories, newest first."""
+    from assistant.memory_api import list_memories
+
+    rows = list_memories(kind, None if status == "all" else status, limit)
+    if json_out:
+        return emit_json(rows)
+    for m in rows:
+        typer.echo(_line(m))
+    if not rows:
+        typer.echo("(no memories)", err=True)
+
+
+@memory_app.command("search")
+@handle_errors
+def search(query: str = typer.Argument(..., help="Words to look for."),
+           k: int = typer.Option(10, "--k", "-k", min=1, help="How many results."),
+           kind: Optional[str] = typer.Option(None, "--kind", help="fact or episodic."),
+           json_out: bool = JsonOpt):
+    """Hybrid search (vectors + BM25), the same ranking chat recall uses."""
+    from assistant.memory_api import search as do_search
+
+    rows = do_search(query, k, kind)
+    if json_out:
+        return emit_json(rows)
+    for r in rows:
+        typer.echo(f"{r['score']:.4f}  {r['id']}  {r['kind']:<8}  {r['text']}")
+    if not rows:
+        typer.echo("(nothing found)", err=True)
+
+
+@memory_app.command("show")
+@handle_errors
+def show(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), json_out: bool = JsonOpt):
+    """One memory with its provenance and history."""
+    from assistant.memory_api import show as do_show
+
+    m = do_show(memory_id)
+    if json_out:
+        return emit_json(m)
+    typer.echo(f"{m['id']}  ({m['kind']}, {m['status']})")
+    typer.echo(f"text:    {m['text']}")
+    if m["subject"]:
+        typer.echo(f"subject: {m['subject']}")
+    typer.echo(f"created: {_when(m['created'])}   updated: {_when(m['updated'])}")
+    typer.echo(f"source:  {json.dumps(m['source'], ensure_ascii=False)}")
+    if len(m["history"]) > 1:
+        typer.echo("history:")
+        for h in m["history"]:
+            typer.echo(f"  {_when(h['changed'])}  {h['reason']:<10}  {h['text']}")
+
+
+@memory_app.command("add")
+@handle_errors
+def add(text: str = typer.Argument(..., help="The fact, e.g. \"my sister is called Ingrid\"."),
+        json_out: bool = JsonOpt):
+    """Remember a fact. A near-duplicate updates the existing fact; a new value for the same
+    subject ("I moved to Oslo") supersedes the old one, which stays in history."""
+    from assistant.memory_api import add as do_add
+
+    res = do_add(text)
+    if json_out:
+        return emit_json(res)
+    typer.echo(f"{res['action']} {res['memory']['id']}: {res['memory']['text']}")
+
+
+@memory_app.command("edit")
+@handle_errors
+def edit(memory_id: str = typer.Argument(..., help="A memory id (m_…)."),
+         text: str = typer.Argument(..., help="The new text."), json_out: bool = JsonOpt):
+    """Change a memory's text (the old text stays in its history)."""
+    from assistant.memory_api import edit as do_edit
+
+    m = do_edit(memory_id, text)
+    if json_out:
+        return emit_json(m)
+    typer.echo(f"edited {m['id']}: {m['text']}")
+
+
+@memory_app.command("forget")
+@handle_errors
+def forget(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), json_out: bool = JsonOpt):
+    """Remove a memory and its history from the ledger and the index. A tombstone (a hash, not
+    the text) is kept so the nightly training leaves it out too."""
+    from assistant.memory_api import forget as do_forget
+
+    m = do_forget(memory_id)
+    if json_out:
+        return emit_json(m)
+    typer.echo(f"forgot {m['id']}")
+
+
+@memory_app.command("history")
+@handle_errors
+def history(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), json_out: bool = JsonOpt):
+    """Every version of a memory, oldest first."""
+    from assistant.memory_api import history as do_history
+
+    rows = do_history(memory_id)
+    if json_out:
+        return emit_json(rows)
+    for h in rows:
+        typer.echo(f"{_when(h['changed'])}  {h['reason']:<10}  {h['status']:<10}  {h['text']}")
+
+
+@memory_app.command("export")
+@handle_errors
+def export(path: Path = typer.Argument(..., help="Output .jsonl file (written 0600)."),
+           json_out: bool = JsonOpt):
+    """Write all memories (with history) as JSONL; `import` reads it back losslessly."""
+    from assistant.memory_api import export as do_export
+
+    n = do_export(path)
+    if json_out:
+        return emit_json({"path": str(path), "exported": n})
+    typer.echo(f"exported {n} memories to {path}")
+
+
+@memory_app.command("import")
+@handle_errors
+def import_(path: Path = typer.Argument(..., help="A .jsonl file from `reverie memory export`."),
+            json_out: bool = JsonOpt):
+    """Import an export file. All or nothing: any bad line (named in the error) imports nothing."""
+    from assistant.memory_api import import_ as do_import
+
+    with typer.progressbar(length=_count_lines(path), label="indexing", file=None) as bar:
+        n = do_import(path, progress=bar.update)
+    if json_out:
+        return emit_json({"path": str(path), "imported": n})
+    typer.echo(f"imported {n} new memories from {path}")
+
+
+@memory_app.command("stats")
+@handle_errors
+def stats(json_out: bool = JsonOpt):
+    """Counts by kind and status, tombstones, and index sizes."""
+    from assistant.memory_api import stats as do_stats
+
+    s = do_stats()
+    if json_out:
+        return emit_json(s)
+    for key, value in s.items():
+        typer.echo(f"{key:<16}{value}")
+
+
+@memory_app.command("reindex")
+@handle_errors
+def reindex(json_out: bool = JsonOpt):
+    """Rebuild the vector and full-text index from the ledger (after a crash or an upgrade)."""
+    from assistant.memory_api import count_active, reindex as do_reindex
+
+    with typer.progressbar(length=count_active(), label="reindexing", file=None) as bar:
+        n = do_reindex(progress=bar.update)
+    if json_out:
+        return emit_json({"indexed": n})
+    typer.echo(f"indexed {n} active memories")
+
+
+@memory_app.command("import-conversation")
+@handle_errors
+def import_conversation(path: Path = typer.Argument(..., help="Conversation file."),
+                        fmt: str = typer.Option("locomo", "--format", help="File format: locomo."),
+                        json_out: bool = JsonOpt):
+    """Import past conversations as episodic memories (LoCoMo: each turn keeps its dia_id)."""
+    from assistant.memory_api import import_conversation as do_import
+
+    with typer.progressbar(length=_count_locomo_turns(path), label="importing", file=None) as bar:
+        res = do_import(path, fmt, progress=bar.update)
+    if json_out:
+        return emit_json(res)
+    typer.echo(f"imported {res['imported']} turns from {res['conversations']} conversation(s)")
+
+
+def bench_memory(file: Path = typer.Argument(..., help="LoCoMo JSON file."),
+                 fmt: str = typer.Option("locomo", "--format", help="File format: locomo."),
+                 k: int = typer.Option(10, "--k", "-k", min=1, help="Memories retrieved per question."),
+                 json_out: bool = JsonOpt):
+    """Evidence recall@k on LoCoMo QA (categories 1-4): hybrid vs vector vs BM25, and latency."""
+    from assistant.memory_api import bench_memory as run
+
+    res = run(file, fmt, k, log=lambda m: typer.echo(m, err=True))
+    if json_out:
+        return emit_json(res)
+    typer.echo(f"{res['n_questions']} questions, {res['n_conversations']} conversation(s), k={k}")
+    typer.echo(f"{'':10}{'hybrid':>8}{'vector':>8}{'bm25':>8}")
+    rows = [("overall", res["recall_at_k"])] + [(f"cat {c}", v) for c, v in res["by_category"].items()]
+    for name, v in rows:
+        typer.echo(f"{name:<10}" + "".join(f"{(v[m] if v[m] is not None else float('nan')):>8.3f}"
+                                           for m in ("hybrid", "vector", "bm25")))
+    typer.echo(f"latency (hybrid) p50 {res['latency_ms']['p50']:.1f} ms · p95 {res['latency_ms']['p95']:.1f} ms")
+
+
+bench_memory = handle_errors(bench_memory)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return sum(1 for line in Path(path).open(encoding="utf-8", errors="replace") if line.strip())
+    except OSError:
+        return 0  # the import call reports the real error
+
+
+def _count_locomo_turns(path: Path) -> int:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return sum(len(v) for s in data for key, v in s["conversation"].items()
+                   if key.startswith("session_") and isinstance(v, list))
+    except Exception:  # noqa: BLE001 - only sizes the bar; the import reports the real error
+        return 0
