@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -161,7 +162,7 @@ def import_(path: Path = typer.Argument(..., help="A .jsonl file from `reverie m
     """Import an export file. All or nothing: any bad line (named in the error) imports nothing."""
     from assistant.memory_api import import_ as do_import
 
-    with typer.progressbar(length=_count_lines(path), label="indexing", file=None) as bar:
+    with typer.progressbar(length=_count_lines(path), label="indexing", file=sys.stderr) as bar:
         n = do_import(path, progress=bar.update)
     if json_out:
         return emit_json({"path": str(path), "imported": n})
@@ -187,7 +188,7 @@ def reindex(json_out: bool = JsonOpt):
     """Rebuild the vector and full-text index from the ledger (after a crash or an upgrade)."""
     from assistant.memory_api import count_active, reindex as do_reindex
 
-    with typer.progressbar(length=count_active(), label="reindexing", file=None) as bar:
+    with typer.progressbar(length=count_active(), label="reindexing", file=sys.stderr) as bar:
         n = do_reindex(progress=bar.update)
     if json_out:
         return emit_json({"indexed": n})
@@ -202,7 +203,7 @@ def import_conversation(path: Path = typer.Argument(..., help="Conversation file
     """Import past conversations as episodic memories (LoCoMo: each turn keeps its dia_id)."""
     from assistant.memory_api import import_conversation as do_import
 
-    with typer.progressbar(length=_count_locomo_turns(path), label="importing", file=None) as bar:
+    with typer.progressbar(length=_count_locomo_turns(path), label="importing", file=sys.stderr) as bar:
         res = do_import(path, fmt, progress=bar.update)
     if json_out:
         return emit_json(res)
