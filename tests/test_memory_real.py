@@ -1,0 +1,39 @@
+"""The real stack: bundled MiniLM embedder + persistent chromadb + SQLite FTS5."""
+import pytest
+
+from memory import MemoryStore
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    from memory import embedder
+
+    embedder.get_model()  # load once for the session
+    return embedder
+
+
+@pytest.mark.slow
+def test_embedder_is_local_normalised_and_semantic(real_embedder):
+    a, b, c = real_embedder.embed(["I live in Oslo", "My home is in Oslo", "I like pancakes"])
+    assert len(a) == real_embedder.DIM
+    assert abs(sum(x * x for x in a) - 1.0) < 1e-4
+    cos = lambda u, v: sum(x * y for x, y in zip(u, v))  # noqa: E731
+    assert cos(a, b) > cos(a, c) + 0.2
+
+
+@pytest.mark.slow
+def test_real_chromadb_recall_persists_and_forgets(tmp_path, real_embedder):
+    store = MemoryStore(tmp_path)
+    oslo, _ = store.add_fact("I live in Oslo", {"command": "test"})
+    store.add_fact("My favourite food is pancakes", {"command": "test"})
+    store.add_fact("I work at a hospital as a nurse", {"command": "test"})
+    # no shared content word with the fact: only the embedding can find it
+    top = store.recall("Which city is my home?", k=1, mode="vector")
+    assert top[0].id == oslo.id
+    store.close()
+    reopened = MemoryStore(tmp_path)  # the index is persistent
+    assert reopened.vectors.count() == 3
+    assert reopened.recall("Which city is my home?", k=1)[0].id == oslo.id
+    reopened.forget(oslo.id)
+    assert oslo.id not in [r.id for r in reopened.recall("Which city is my home?", k=3)]
+    reopened.close()
