@@ -12,8 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-# RRF's k: 60 is the value from Cormack et al.; it keeps the top few of each list comparable.
-RRF_K = 60
+# RRF's k: Cormack et al. use 60; a smaller k trusts each method's top few more, which suits
+# short conversational memories where a method's first hits are usually its right ones.
+RRF_K = 10
+# A conversation turn next to a strong hit is often part of the same exchange (question and
+# answer); each candidate gets this share of its neighbours' fused scores.
+NEIGHBOUR_SHARE = 0.4
 # Recency adds at most this fraction of a first-place RRF score, halving every HALF_LIFE_DAYS:
 # enough to break ties between equally relevant memories, never to outrank relevance.
 RECENCY_WEIGHT = 0.15
@@ -52,6 +56,17 @@ def fuse(rankings: dict[str, list[str]], weights: dict[str, float] | None = None
         for rank, mid in enumerate(ids):
             scores[mid] = scores.get(mid, 0.0) + w / (k + rank + 1)
     return scores
+
+
+def neighbour_support(scores: dict[str, float], neighbours: dict[str, list[str]],
+                      share: float = NEIGHBOUR_SHARE) -> dict[str, float]:
+    """Add `share` of each candidate's fused score to the candidates adjacent to it."""
+    out = dict(scores)
+    for mid, score in scores.items():
+        for other in neighbours.get(mid, ()):
+            if other in out:
+                out[other] += share * score
+    return out
 
 
 def recency_boost(created: float, now: float | None = None) -> float:

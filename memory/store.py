@@ -22,7 +22,7 @@ from . import locomo
 from .errors import MemoryStoreError
 from .index import VectorIndex, fts_search
 from .ledger import Ledger
-from .recall import MODES, Recalled, fuse, pack, recency_boost
+from .recall import MODES, Recalled, fuse, neighbour_support, pack, recency_boost
 
 # Cosine above this between two facts means "the same fact, reworded": update, don't add.
 DUPLICATE_COSINE = 0.92
@@ -165,6 +165,8 @@ class MemoryStore:
             rankings["bm25"] = [h.id for h in fts_search(self.db.conn, query, n, kinds)]
         scores = fuse(rankings)
         rows = {r["id"]: r for r in self._rows_by_id(list(scores))}
+        if mode == "hybrid":
+            scores = neighbour_support(scores, self._neighbours(rows.values()))
         now = time.time()
         items = []
         for mid, score in scores.items():
@@ -356,6 +358,26 @@ class MemoryStore:
             chunk = ids[start:start + 500]
             out += self._dicts(f"select * from memories where id in ({','.join('?' * len(chunk))})",
                                chunk)
+        return out
+
+    def _neighbours(self, rows) -> dict[str, list[str]]:
+        """The previous and next episodic memory of the same conversation, for each row."""
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            if r["kind"] != "episodic":
+                continue
+            conv = json.loads(r["source"]).get("conversation_id")
+            if conv is None:
+                continue
+            found = []
+            for op, order in (("<", "desc"), (">", "asc")):
+                hit = self.db.execute(
+                    f"select id from memories where seq {op} ? and kind = 'episodic' and "
+                    f"status = 'active' and json_extract(source, '$.conversation_id') = ? "
+                    f"order by seq {order} limit 1", [r["seq"], conv]).fetchone()
+                if hit:
+                    found.append(hit[0])
+            out[r["id"]] = found
         return out
 
     def _history(self, old: Memory, reason: str, when: float) -> None:
