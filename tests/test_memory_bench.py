@@ -1,0 +1,31 @@
+"""bench.memory_bench scoring and recall's fusion helpers, on tiny inputs."""
+import json
+
+from bench.memory_bench import percentile, run_locomo
+from memory.recall import fuse, neighbour_support
+from memory_fakes import LOCOMO_SAMPLE, fake_embedder  # noqa: F401 - fixture
+
+
+def test_fuse_and_neighbour_support():
+    scores = fuse({"vector": ["a", "b"], "bm25": ["b", "c"]}, k=10)
+    assert max(scores, key=scores.get) == "b"
+    assert scores["a"] == 1 / 11 and scores["c"] == 1 / 12
+    boosted = neighbour_support(scores, {"b": ["c", "zz"]}, share=0.5)
+    assert boosted["c"] == scores["c"] + 0.5 * scores["b"] and "zz" not in boosted
+    assert boosted["a"] == scores["a"]
+
+
+def test_percentile():
+    assert percentile([1, 2, 3, 4, 5], 0.5) == 3
+    assert percentile([10.0], 0.95) == 10.0 and percentile([], 0.5) == 0.0
+
+
+def test_run_locomo_reports_every_method(tmp_path, fake_embedder):  # noqa: F811
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([LOCOMO_SAMPLE]))
+    res = run_locomo(path, k=2)
+    assert res["n_questions"] == 1 and res["k"] == 2  # the category-5 item is left out
+    assert set(res["recall_at_k"]) == {"hybrid", "vector", "bm25"}
+    assert res["recall_at_k"]["bm25"] == 1.0  # "Ada's dog" -> D1:1 is in the top 2 of 3 turns
+    assert res["by_category"]["4"]["hybrid"] == res["recall_at_k"]["hybrid"]
+    assert set(res["latency_ms"]) >= {"p50", "p95"}
