@@ -1,0 +1,283 @@
+"""Rendering of side-by-side evaluation results: terminal table, markdown report, PNG plots.
+
+Owns: turning the evaluation's plain results dict into text and pictures, and writing the report
+directory atomically (report.md, results.json, accuracy.png, forgetting.png). Computes nothing
+itself: every number shown comes from the dict it is given, so nothing is ever typed in.
+Does not run models or know how the numbers were measured (evaluate.py does).
+
+The dict (as produced by evaluate.py; keys other than "arms" may be missing or None):
+  arms: {"base"|"memory"|"adapter"|"adapter+memory": {personal_acc, personal_ci, general_acc,
+         general_ci, prompt_tokens, ttft_s, tokens_per_s}}   CIs are [low, high] or {low, high}
+  general_acc_delta, kl_drift, ppl_ratio, bwt, R (nights x nights, None for not measured, or a
+  dict arm -> such a matrix), n_facts, seconds, disk_bytes, and optionally gate {passed, reasons}.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ReverieError
+
+ARMS = ("base", "memory", "adapter", "adapter+memory")
+COLUMNS = ("arm", "personal", "95% CI", "general", "95% CI", "prompt tok", "TTFT s", "tok/s")
+
+
+# --- small formatting helpers -----------------------------------------------------------------
+
+def _num(v) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    f = _num(v)
+    return "—" if f is None else format(f, spec)
+
+
+def _ci(v) -> tuple[float, float] | None:
+    if isinstance(v, dict):
+        v = (v.get("low"), v.get("high"))
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        lo, hi = _num(v[0]), _num(v[1])
+        if lo is not None and hi is not None:
+            return lo, hi
+    return None
+
+
+def _fmt_ci(v) -> str:
+    c = _ci(v)
+    return "—" if c is None else f"[{c[0]:.2f}, {c[1]:.2f}]"
+
+
+def _bytes(n) -> str:
+    f = _num(n)
+    if f is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(f) < 1024 or unit == "GB":
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return "—"
+
+
+def _arms(results: dict) -> list[tuple[str, dict]]:
+    arms = results.get("arms") if isinstance(results, dict) else None
+    if not isinstance(arms, dict) or not arms:
+        raise ReverieError("evaluation results have no 'arms'; run the evaluation again to "
+                           "produce a complete results file.")
+    ordered = [a for a in ARMS if a in arms] + [a for a in arms if a not in ARMS]
+    return [(a, arms[a] or {}) for a in ordered]
+
+
+def _rows(results: dict) -> list[list[str]]:
+    return [[name, _fmt(arm.get("personal_acc")), _fmt_ci(arm.get("personal_ci")),
+             _fmt(arm.get("general_acc")), _fmt_ci(arm.get("general_ci")),
+             _fmt(arm.get("prompt_tokens"), ".0f"), _fmt(arm.get("ttft_s"), ".2f"),
+             _fmt(arm.get("tokens_per_s"), ".1f")]
+            for name, arm in _arms(results)]
+
+
+def _summary(results: dict) -> list[tuple[str, str]]:
+    delta = _num(results.get("general_acc_delta"))
+    delta_s = "—" if delta is None else f"{delta * 100:+.1f} points"
+    if _ci(results.get("general_acc_delta_ci")):
+        lo, hi = _ci(results["general_acc_delta_ci"])
+        delta_s += f" [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    bwt = _num(results.get("bwt"))
+    return [
+        ("general accuracy change, adapter vs base", delta_s),
+        ("KL drift (base ‖ adapter), nats/token", _fmt(results.get("kl_drift"), ".4f")),
+        ("perplexity ratio (adapter / base)", _fmt(results.get("ppl_ratio"), ".3f")),
+        ("backward transfer (BWT)", "—" if bwt is None else f"{bwt * 100:+.1f} points"),
+        ("facts", _fmt(results.get("n_facts"), ".0f")),
+        ("adapter disk", _bytes(results.get("disk_bytes"))),
+        ("wall time", "—" if _num(results.get("seconds")) is None
+         else f"{float(results['seconds']):.1f} s"),
+    ]
+
+
+def _matrices(results: dict) -> dict[str, list]:
+    R = results.get("R")
+    if isinstance(R, dict):
+        return {k: v for k, v in R.items() if isinstance(v, list) and v}
+    if isinstance(R, list) and R:
+        return {"adapter": R}
+    return {}
+
+
+# --- text ------------------------------------------------------------------------------------
+
+def render_table(results: dict) -> str:
+    """A plain-text table aligned for a terminal, followed by the one-number metrics."""
+    rows = [list(COLUMNS)] + _rows(results)
+    widths = [max(len(r[k]) for r in rows) for k in range(len(COLUMNS))]
+    lines = []
+    for i, r in enumerate(rows):
+        # first column left-aligned, numbers right-aligned so decimals line up
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    summary = _summary(results)
+    label_w = max(len(k) for k, _ in summary)
+    lines.append("")
+    lines += [f"{k.ljust(label_w)}  {v}" for k, v in summary]
+    gate = results.get("gate")
+    if isinstance(gate, dict) and "passed" in gate:
+        lines.append(f"{'gate'.ljust(label_w)}  {'PASSED' if gate['passed'] else 'REJECTED'}")
+        lines += [f"{''.ljust(label_w)}  - {r}" for r in gate.get("reasons") or []]
+    return "\n".join(lines)
+
+
+def render_markdown(results: dict, images: dict[str, str] | None = None) -> str:
+    """The report as markdown; images maps a title to a path relative to the report."""
+    out = ["# reverie side-by-side evaluation", ""]
+    n, secs = _num(results.get("n_facts")), _num(results.get("seconds"))
+    if n is not None or secs is not None:
+        out += [f"{_fmt(n, '.0f')} personal facts, {_fmt(secs, '.1f')} s of wall time.", ""]
+    out += ["## Arms", "", "| " + " | ".join(COLUMNS) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in _rows(results)]
+    out += ["", "Accuracies are fractions of probes answered correctly; intervals are 95% "
+            "percentile bootstrap intervals over probe items.", "", "## Drift and forgetting", "",
+            "| metric | value |", "|---|---:|"]
+    out += [f"| {k} | {v} |" for k, v in _summary(results)]
+    for arm, R in _matrices(results).items():
+        out += ["", f"### Accuracy matrix R ({arm}): row = after night i, column = facts of night j",
+                "", "| after \\ taught | " + " | ".join(f"night {j + 1}" for j in range(len(R[0])))
+                + " |", "|---|" + "---:|" * len(R[0])]
+        out += [f"| night {i + 1} | " + " | ".join(_fmt(x) for x in row) + " |"
+                for i, row in enumerate(R)]
+    gate = results.get("gate")
+    if isinstance(gate, dict) and "passed" in gate:
+        out += ["", "## Promotion gate", "",
+                "The adapter was **promoted**." if gate["passed"] else
+                "The adapter was **rejected** because:"]
+        out += [f"- {r}" for r in gate.get("reasons") or []]
+    for title, rel in (images or {}).items():
+        out += ["", f"## {title}", "", f"![{title}]({rel})"]
+    return "\n".join(out) + "\n"
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(results: dict, path: Path) -> Path:
+    """Grouped bars: personal and general accuracy per arm, with CI error bars."""
+    plt = _pyplot()
+    arms = _arms(results)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    width = 0.38
+    for k, (key, label) in enumerate((("personal", "personal"), ("general", "general"))):
+        xs, ys, err = [], [], [[], []]
+        for i, (_, arm) in enumerate(arms):
+            y = _num(arm.get(f"{key}_acc"))
+            if y is None:
+                continue
+            ci = _ci(arm.get(f"{key}_ci")) or (y, y)
+            xs.append(i + (k - 0.5) * width)
+            ys.append(y)
+            err[0].append(max(0.0, y - ci[0]))
+            err[1].append(max(0.0, ci[1] - y))
+        ax.bar(xs, ys, width, yerr=err, capsize=4, label=label)
+    ax.set_xticks(range(len(arms)), [a for a, _ in arms])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy per arm (95% bootstrap CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_forgetting(results: dict, path: Path) -> Path | None:
+    """Lines: accuracy on each night's facts after every night (one panel per R matrix)."""
+    mats = _matrices(results)
+    if not mats:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(mats), figsize=(5 * len(mats), 3.6), dpi=100, squeeze=False)
+    for ax, (arm, R) in zip(axes[0], mats.items()):
+        T = len(R)
+        for j in range(len(R[0])):
+            # a night's facts only exist from that night on
+            pts = [(i + 1, _num(R[i][j])) for i in range(j, T) if _num(R[i][j]) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label=f"facts of night {j + 1}")
+        ax.set_xticks(range(1, T + 1))
+        ax.set_xlabel("after night")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"Retention over nights ({arm})")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+# --- the report directory ----------------------------------------------------------------------
+
+def write_report(results: dict, out_dir: Path | str) -> Path:
+    """Write report.md, results.json and the plots into out_dir, replacing it as a whole.
+
+    Everything is written to a hidden sibling first and renamed into place, so a reader never sees
+    a half-written report and a failed run leaves the previous report untouched.
+    """
+    out_dir = Path(out_dir)
+    _arms(results)  # fail before writing anything
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        images = {"Accuracy per arm": plot_accuracy(results, tmp / "accuracy.png").name}
+        if plot_forgetting(results, tmp / "forgetting.png"):
+            images["Forgetting over nights"] = "forgetting.png"
+        (tmp / "report.md").write_text(render_markdown(results, images), encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default)
+                                          + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o700)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _json_default(o):
+    # numpy scalars/arrays and dataclasses can slip into the dict; write them as plain JSON
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+__all__ = ["ARMS", "plot_accuracy", "plot_forgetting", "render_markdown", "render_table",
+           "write_report"]
