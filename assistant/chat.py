@@ -1,0 +1,220 @@
+"""A chat session: the model's chat template, a system prompt, memory recall, the context window,
+the ledger, and slash commands.
+
+Owns: turning a user line into a prompt that fits the context window (old turns trimmed, an
+over-long message shortened — never a crash), streaming the answer, recording both turns, and the
+slash commands. Knows nothing about terminals: the CLI passes an `on_text` callback and prints.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import ReverieError
+from .runtime_api import open_runtime
+
+HELP = """Commands:
+  /help              this help
+  /new               start a new conversation (history cleared; memories kept)
+  /history           show this conversation's turns
+  /why               which memories the last answer used
+  /remember <fact>   store a fact about you
+  /good | /bad       rate the last answer
+  /fix <answer>      give a better answer to the last question
+  /memory on|off     switch memory recall for this chat
+  /quit              leave (also /exit, Ctrl-D)"""
+
+# Room kept free in the context window beyond the answer budget: template tokens, rounding.
+CONTEXT_MARGIN = 32
+MAX_USER_CHARS = 100_000
+
+
+@dataclass
+class TurnResult:
+    answer: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+    total_s: float
+    recalled: list = field(default_factory=list)
+    trimmed_turns: int = 0
+    truncated_input: bool = False
+    conversation_id: str = ""
+    turn_id: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer, "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens, "ttft_s": round(self.ttft_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2), "total_s": round(self.total_s, 4),
+            "recalled": [getattr(r, "id", r) for r in self.recalled],
+            "trimmed_turns": self.trimmed_turns, "truncated_input": self.truncated_input,
+            "conversation_id": self.conversation_id,
+        }
+
+
+@dataclass
+class CommandResult:
+    output: str = ""
+    quit: bool = False
+    data: dict = field(default_factory=dict)
+
+
+class ChatSession:
+    """One conversation with one loaded model. Memory and feedback hooks are optional services."""
+
+    def __init__(self, home: Path, model: str | None = None, backend: str = "auto",
+                 use_memory: bool | None = None, use_adapter: bool = True,
+                 system_prompt: str | None = None, max_tokens: int | None = None,
+                 n_ctx: int | None = None, threads: int | None = None, runtime=None,
+                 services=None):
+        from .config import Settings
+        from memory.ledger import Ledger
+
+        self.home = Path(home)
+        self.settings = Settings.load(self.home, backend=None if backend == "auto" else backend,
+                                      n_ctx=n_ctx, max_tokens=max_tokens, threads=threads)
+        self.backend = backend if backend != "auto" else self.settings.backend
+        self.system_prompt = system_prompt or self.settings.system_prompt
+        self.use_memory = self.settings.memory if use_memory is None else use_memory
+        self.use_adapter = use_adapter
+        self.ledger = Ledger(self.home)
+        self.runtime = runtime or open_runtime(self.home, model, self.backend,
+                                               n_ctx=self.settings.n_ctx,
+                                               threads=self.settings.threads)
+        from .services import Services
+
+        self.services = services or Services(self.home, self.ledger)
+        self.history: list[dict] = []
+        self.conversation_id = self._new_conversation()
+        self.last: TurnResult | None = None
+        self.last_question: str = ""
+        self._sync_adapter()
+
+    # --- conversation -----------------------------------------------------------------------
+    def _new_conversation(self) -> str:
+        return self.ledger.new_conversation(
+            model=self.runtime.model.name,
+            meta=json.dumps({"backend": self.runtime.backend, "memory": self.use_memory}))
+
+    def new(self) -> None:
+        self.history = []
+        self.last = None
+        self.conversation_id = self._new_conversation()
+
+    def _sync_adapter(self) -> None:
+        """Pick up a newly promoted adapter between turns, without a restart."""
+        want = self.services.promoted_adapter_for(self.runtime) if self.use_adapter else None
+        if want != self.runtime.adapter_path:
+            self.runtime.set_adapter(want)
+
+    # --- prompt building --------------------------------------------------------------------
+    def _system_text(self, recalled_block: str) -> str:
+        if not recalled_block:
+            return self.system_prompt
+        return f"{self.system_prompt}\n\n{recalled_block}"
+
+    def build_messages(self, user_text: str, recalled_block: str = "") -> tuple[list[dict], int, bool]:
+        """Messages that fit in n_ctx − max_tokens: oldest turns dropped first, then the user
+        text shortened (its head kept). Returns (messages, turns dropped, input truncated)."""
+        rt = self.runtime
+        budget = rt.n_ctx - self.settings.max_tokens - CONTEXT_MARGIN
+        system = {"role": "system", "content": self._system_text(recalled_block)}
+        history = list(self.history)
+        dropped = 0
+
+        def size(msgs):
+            return rt.count_tokens(rt.format_chat(msgs))
+
+        user = {"role": "user", "content": user_text}
+        while history and size([system, *history, user]) > budget:
+            history = history[2:] if len(history) >= 2 else []
+            dropped += 2
+        truncated = False
+        if size([system, user]) > budget and recalled_block:
+            system = {"role": "system", "content": self.system_prompt}
+        over = size([system, user]) - budget
+        if over > 0:
+            ids = rt.tokenize(user_text, add_bos=False)
+            keep = max(1, len(ids) - over - 8)
+            user = {"role": "user", "content": rt.detokenize(ids[:keep])}
+            truncated = True
+        return [system, *history, user], dropped, truncated
+
+    # --- a turn ------------------------------------------------------------------------------
+    def send(self, text: str, on_text: Callable[[str], None] | None = None) -> TurnResult:
+        from quant.runtime import GenerationConfig
+
+        text = (text or "").strip()
+        if not text:
+            raise ReverieError("empty message; type something, or /help for commands.")
+        if len(text) > MAX_USER_CHARS:
+            text = text[:MAX_USER_CHARS]
+        self._sync_adapter()
+        recalled, block = [], ""
+        if self.use_memory:
+            recalled, block = self.services.recall(text, self.runtime)
+        messages, dropped, truncated = self.build_messages(text, block)
+        prompt = self.runtime.format_chat(messages)
+        cfg = GenerationConfig(max_tokens=self.settings.max_tokens)
+        pieces = []
+        for piece in self.runtime.stream(prompt, cfg):
+            pieces.append(piece)
+            if on_text:
+                on_text(piece)
+        answer = "".join(pieces).strip()
+        st = self.runtime.last_stats
+        user_turn = self.ledger.add_turn(self.conversation_id, "user", text)
+        meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
+                "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,
+                "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}
+        asst_turn = self.ledger.add_turn(self.conversation_id, "assistant", answer, json.dumps(meta))
+        self.services.after_turn(self.conversation_id, user_turn, asst_turn)
+        self.history += [{"role": "user", "content": messages[-1]["content"]},
+                         {"role": "assistant", "content": answer}]
+        self.last_question = text
+        self.last = TurnResult(answer, st.prompt_tokens, st.completion_tokens, st.ttft_s,
+                               st.tokens_per_s, st.total_s, recalled, dropped, truncated,
+                               self.conversation_id, asst_turn.id)
+        return self.last
+
+    # --- slash commands ----------------------------------------------------------------------
+    def command(self, line: str) -> CommandResult:
+        name, _, arg = line.strip().partition(" ")
+        name, arg = name.lower(), arg.strip()
+        if name in ("/quit", "/exit", "/q"):
+            return CommandResult(quit=True)
+        if name in ("/help", "/?"):
+            return CommandResult(HELP)
+        if name == "/new":
+            self.new()
+            return CommandResult(f"new conversation {self.conversation_id}")
+        if name == "/history":
+            turns = self.ledger.turns(self.conversation_id)
+            if not turns:
+                return CommandResult("(no turns yet)")
+            return CommandResult("\n".join(f"{t.role}: {t.content}" for t in turns))
+        if name == "/memory":
+            if arg not in ("on", "off"):
+                return CommandResult(f"memory recall is {'on' if self.use_memory else 'off'}; "
+                                     "use /memory on or /memory off")
+            self.use_memory = arg == "on"
+            return CommandResult(f"memory recall {arg}")
+        if name == "/why":
+            if self.last is None:
+                return CommandResult("no answer yet.")
+            if not self.last.recalled:
+                return CommandResult("the last answer used no memories"
+                                     + ("" if self.use_memory else " (memory recall is off)") + ".")
+            return CommandResult("\n".join(self.services.describe(r) for r in self.last.recalled))
+        handler = self.services.command_handler(name)
+        if handler is None:
+            return CommandResult(f"unknown command {name}; /help lists them.")
+        return CommandResult(handler(self, arg))
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.ledger.close()

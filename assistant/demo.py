@@ -1,0 +1,36 @@
+"""`make demo`: the product's main loop on the embedded model, in a fresh data dir."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SCRIPT = [
+    "Hi! Who are you?",
+    "My name is Ada and I live in Bergen.",
+    "What is the capital of France?",
+    "Give me one tip for sleeping better.",
+]
+
+
+def run_demo(quick: bool = False, echo=print, home: Path | None = None) -> dict:
+    from .chat import ChatSession
+
+    home = Path(home or tempfile.mkdtemp(prefix="reverie-demo-"))
+    os.environ["REVERIE_HOME"] = str(home)
+    echo(f"reverie demo · fresh data dir {home}")
+    session = ChatSession(home, backend="auto", use_memory=True)
+    rt = session.runtime
+    echo(f"model {rt.model.name} ({rt.model.file_type}, {rt.model.size_bytes / 1e6:.0f} MB) on {rt.backend}")
+    speeds = []
+    for line in SCRIPT:
+        echo(f"\nyou> {line}")
+        t = session.send(line)
+        echo(f"reverie> {t.answer}")
+        echo(f"  [{t.completion_tokens} tokens · {t.tokens_per_s:.1f} tok/s · first token {t.ttft_s * 1000:.0f} ms]")
+        speeds.append(t.tokens_per_s)
+    session.close()
+    speeds = sorted(s for s in speeds if s > 0)
+    med = speeds[len(speeds) // 2] if speeds else 0.0
+    echo(f"\nmedian decode speed {med:.1f} tok/s")
+    return {"home": str(home), "median_tokens_per_s": med}

@@ -1,0 +1,197 @@
+"""The quant tools as the CLI (and `reverie sleep`) see them: merge, quantize, report, to-mlx.
+
+Owns: turning user-facing names (model names, adapter versions, paths) into files, choosing
+output paths in the data dir, registering a merged model only after its file is complete, and
+picking the held-out text for reports. The work itself is in quant/ (merge, quantize, quality,
+gguf_mlx); nothing here imports typer.
+"""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .errors import ReverieError
+
+Progress = Callable[[str], None]
+# (reference as the user typed it, data dir) -> path of a GGUF LoRA file
+AdapterResolver = Callable[[str, Path], Path]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _home(home: Path | None) -> Path:
+    from .config import data_dir
+
+    return Path(home) if home else data_dir()
+
+
+def path_adapter_resolver(ref: str, home: Path) -> Path:
+    """The resolver that works today: ref must be a path to a GGUF LoRA file."""
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return p
+    if p.suffix == ".gguf" or "/" in ref:
+        raise ReverieError(f"adapter file {p} does not exist; check the path.")
+    raise ReverieError(f"no adapter file {ref!r}; pass the path to a GGUF LoRA file "
+                       "(adapter versions from `reverie adapters` are resolved once a resolver "
+                       "is installed with assistant.quant_api.set_adapter_resolver).")
+
+
+_resolver: AdapterResolver = path_adapter_resolver
+
+
+def set_adapter_resolver(fn: AdapterResolver | None) -> None:
+    """Install how adapter versions become files (None restores path-only resolution)."""
+    global _resolver
+    _resolver = fn or path_adapter_resolver
+
+
+def _registry(home: Path):
+    from quant.registry import Registry
+
+    return Registry(home)
+
+
+def _model_path(home: Path, model: str | None) -> tuple[str, Path]:
+    """(name, path) of a registered model name, a .gguf path, or the default model."""
+    reg = _registry(home)
+    name = model or reg.default_name()
+    # Registry.get parses the whole GGUF header (seconds for a 49k-token vocabulary); the
+    # quant tools parse the file themselves, so take the path from the cheap listing
+    for m in reg.list():
+        if m.name == name and m.present and m.path and Path(m.path).is_file():
+            return m.name, Path(m.path)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf" and p.is_file():
+        return p.stem, p.resolve()
+    m = reg.get(name)  # assembles gemma on first use, or raises a clear error
+    return m.name, Path(m.path)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "model"
+
+
+def held_out_text() -> str:
+    """Held-out prose for perplexity/KL: the shipped general text, else quant's own default."""
+    try:
+        text = resources.files("assistant").joinpath("data/general_text.txt").read_text("utf-8")
+        if len(text.split()) >= 100:
+            return text
+    except (FileNotFoundError, OSError):
+        pass
+    from quant.quality import DEFAULT_TEXT
+
+    return DEFAULT_TEXT
+
+
+def merge_adapter(adapter: str, qtype: str = "same", name: str | None = None,
+                  base: str | None = None, home: Path | None = None,
+                  resolve_adapter: AdapterResolver | None = None,
+                  progress: Progress = _quiet) -> dict:
+    """Bake adapter into base (default model if None), write it under models/, register it."""
+    from quant.merge import merge
+    from quant.quantize import check_type
+
+    home = _home(home)
+    qtype = check_type(qtype, allow_same=True)  # fail on a bad type before resolving anything
+    adapter_path = (resolve_adapter or _resolver)(adapter, home)
+    base_name, base_path = _model_path(home, base)
+    reg = _registry(home)
+    tag = qtype.lower() if qtype != "same" else "merged"
+    name = name or _safe_name(f"{base_name}-{Path(adapter_path).stem}-{tag}")
+    if name in reg.names():
+        raise ReverieError(f"a model named {name!r} already exists; pass --name NEW_NAME or "
+                           f"remove it with `reverie models remove {name}`.")
+    out = reg.models_dir / f"{name}.gguf"
+    result = merge(base_path, adapter_path, out, qtype, progress=progress)
+    try:
+        reg.add(name, out, description=f"{base_name} + adapter {Path(adapter_path).name} "
+                f"merged, {result.type}", source="merged")
+    except Exception:
+        out.unlink(missing_ok=True)  # never leave an unregistered merged file behind
+        raise
+    d = result.to_dict()
+    d.update(name=name, base_name=base_name)
+    return d
+
+
+def quantize_model(src: str, qtype: str, out: str | None = None, name: str | None = None,
+                   home: Path | None = None, progress: Progress = _quiet) -> dict:
+    """Quantize a model name, .gguf path or HF safetensors directory; optionally register it."""
+    from quant.quantize import check_type, default_out, quantize
+
+    home = _home(home)
+    qtype = check_type(qtype)
+    p = Path(src).expanduser()
+    if p.is_dir():
+        src_path = p
+    else:
+        _, src_path = _model_path(home, src)
+    reg = _registry(home)
+    if name and name in reg.names():
+        raise ReverieError(f"a model named {name!r} already exists; choose another --name.")
+    if out is None:
+        out_path = default_out(src_path, qtype)
+        if not _writable_dir(out_path.parent) or "site-packages" in str(out_path):
+            # built-in models live inside the install; results go to the data dir instead
+            out_path = reg.models_dir / out_path.name
+    else:
+        out_path = Path(out).expanduser()
+    result = quantize(src_path, qtype, out_path, progress=progress)
+    d = result.to_dict()
+    if name:
+        try:
+            reg.add(name, Path(result.path), description=f"{Path(src).name} quantized to {qtype}")
+        except Exception:
+            Path(result.path).unlink(missing_ok=True)
+            raise
+        d["name"] = name
+    return d
+
+
+def _writable_dir(d: Path) -> bool:
+    import os
+
+    return d.is_dir() and os.access(d, os.W_OK)
+
+
+def quality_report(model: str | None, against: str | None = None, home: Path | None = None,
+                   text: str | None = None, decode_tokens: int = 64,
+                   progress: Progress = _quiet) -> dict:
+    """Size, perplexity, decode tokens/s of model; KL and top-1 agreement vs `against`."""
+    from quant.quality import measure
+
+    home = _home(home)
+    name, path = _model_path(home, model)
+    ref_path = None
+    if against:
+        _, ref_path = _model_path(home, against)
+    q = measure(path, text or held_out_text(), ref_path, decode_tokens=decode_tokens,
+                progress=progress)
+    d = q.to_dict()
+    d["name"] = name
+    return d
+
+
+def to_mlx(model: str | None, out: str | None = None, bits: int = 8, home: Path | None = None,
+           progress: Progress = _quiet) -> dict:
+    """Write an MLX model directory (quantized) for a GGUF model; any GGUF type incl. K-quants."""
+    from quant.gguf_mlx import load_gguf_model, save_mlx_model
+
+    home = _home(home)
+    name, path = _model_path(home, model)
+    out_dir = Path(out).expanduser() if out else home / "models" / f"{name}-mlx"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ReverieError(f"{out_dir} already exists and is not empty; pass --out NEW_DIR.")
+    progress(f"converting {path.name} to MLX")
+    mdl, tok, config = load_gguf_model(path, requant_bits=bits)
+    try:
+        save_mlx_model(mdl, config, out_dir, tok)
+    except OSError as e:
+        raise ReverieError(f"cannot write {out_dir}: {e.strerror or e}; choose a writable --out.") from e
+    return {"name": name, "source": str(path), "path": str(out_dir), "requant_bits": bits}

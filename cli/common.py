@@ -1,0 +1,58 @@
+"""CLI plumbing shared by every command: domain errors → message + exit 1, JSON output, home."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import typer
+
+
+def domain_errors() -> tuple[type[BaseException], ...]:
+    """Every library's user-facing exception type (imported lazily: some live in heavy packages)."""
+    from assistant.errors import ReverieError
+
+    errs: list[type[BaseException]] = [ReverieError]
+    for mod, names in (("quant.errors", ["QuantError"]), ("memory.ledger", ["LedgerError"]),
+                       ("memory.errors", ["MemoryStoreError"]), ("lora.errors", ["LoraError"])):
+        try:
+            m = __import__(mod, fromlist=names)
+        except ImportError:
+            continue
+        errs += [getattr(m, n) for n in names if hasattr(m, n)]
+    return tuple(errs)
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def handle_errors(fn):
+    """Turn a library's domain error into `error: <message>` on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            typer.echo("", err=True)
+            raise typer.Exit(130)
+        except Exception as e:  # noqa: BLE001 - filtered right below
+            if isinstance(e, domain_errors()):
+                fail(str(e))
+            raise
+
+    return wrapper
+
+
+def emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def home():
+    from assistant.config import data_dir
+
+    return data_dir()
