@@ -1,0 +1,141 @@
+"""`reverie quant …` through typer's runner, and the assistant facade behind it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from test_quant_fixtures import N_EMBD, write_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("REVERIE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def app():
+    from cli.quant_cmd import quant_app
+
+    return quant_app
+
+
+def _adapter(path, arch="llama", scale=0.1):
+    from quant.merge import write_lora_gguf
+
+    rng = np.random.default_rng(0)
+    pairs = {"blk.0.attn_q.weight": (rng.normal(0, scale, (4, N_EMBD)).astype(np.float32),
+                                     rng.normal(0, scale, (N_EMBD, 4)).astype(np.float32))}
+    return write_lora_gguf(path, arch, pairs, 8.0)
+
+
+def _registered(home):
+    f = home / "models.json"
+    return json.loads(f.read_text())["user"] if f.exists() else {}
+
+
+@pytest.mark.parametrize("cmd", ["merge", "quantize", "report", "to-mlx"])
+def test_help(app, cmd):
+    r = CliRunner().invoke(app, [cmd, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_merge_registers_result(app, tmp_path, home):
+    write_tiny_model(tmp_path / "tiny.gguf")
+    ad = _adapter(tmp_path / "ad.gguf")
+    r = CliRunner().invoke(app, ["merge", "--adapter", str(ad), "--base", str(tmp_path / "tiny.gguf"),
+                                 "--type", "Q8_0", "--name", "tiny-merged", "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["name"] == "tiny-merged" and out["type"] == "Q8_0" and out["merged_tensors"] == 1
+    reg = _registered(home)
+    assert reg["tiny-merged"]["source"] == "merged"
+    assert reg["tiny-merged"]["file_type"] == "Q8_0"
+    # the same name twice is refused before any work
+    r = CliRunner().invoke(app, ["merge", "--adapter", str(ad), "--base", str(tmp_path / "tiny.gguf"),
+                                 "--name", "tiny-merged"])
+    assert r.exit_code == 1 and "already exists" in r.output
+
+
+@pytest.mark.parametrize("case", ["bad_type", "wrong_arch", "missing_adapter", "unwritable"])
+def test_merge_errors_exit_1_and_register_nothing(app, tmp_path, home, case):
+    write_tiny_model(tmp_path / "tiny.gguf")
+    args = ["merge", "--base", str(tmp_path / "tiny.gguf"), "--name", "m"]
+    if case == "bad_type":
+        args += ["--adapter", str(_adapter(tmp_path / "ad.gguf")), "--type", "Q5"]
+        expect = "unknown quantization type 'Q5'; choose one of: Q4_K_M"
+    elif case == "wrong_arch":
+        args += ["--adapter", str(_adapter(tmp_path / "ad.gguf", arch="gemma3"))]
+        expect = "architecture 'gemma3'"
+    elif case == "missing_adapter":
+        args += ["--adapter", str(tmp_path / "nope.gguf")]
+        expect = "does not exist"
+    else:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "models").write_text("a file where the models directory should be")
+        args += ["--adapter", str(_adapter(tmp_path / "ad.gguf"))]
+        expect = "cannot write"
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert expect in r.output
+    assert "Traceback" not in r.output
+    assert _registered(home) == {}
+    models = home / "models"
+    assert not models.is_dir() or list(models.iterdir()) == []
+
+
+def test_quantize_and_report_errors(app, tmp_path):
+    write_tiny_model(tmp_path / "tiny.gguf")
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "tiny.gguf"), "--type", "Q9"])
+    assert r.exit_code == 1 and "choose one of" in r.output
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "nope.gguf"), "--type", "Q8_0"])
+    assert r.exit_code == 1 and "nope" in r.output
+    r = CliRunner().invoke(app, ["report", "no-such-model"])
+    assert r.exit_code == 1 and "unknown model" in r.output
+
+
+def test_quantize_cli_writes_and_registers(app, tmp_path, home):
+    write_tiny_model(tmp_path / "tiny.gguf")
+    out = tmp_path / "tiny.F16.gguf"
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "tiny.gguf"), "--type", "f16",
+                                 "--out", str(out), "--name", "tiny16", "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["type"] == "F16" and out.exists()
+    assert _registered(home)["tiny16"]["file_type"] == "F16"
+
+
+def test_adapter_resolver_is_pluggable(tmp_path, home):
+    from assistant import quant_api
+
+    write_tiny_model(tmp_path / "tiny.gguf")
+    ad = _adapter(tmp_path / "v3.gguf")
+    seen = []
+
+    def resolver(ref, h):
+        seen.append((ref, h))
+        return ad
+
+    quant_api.set_adapter_resolver(resolver)
+    try:
+        r = quant_api.merge_adapter("v3", "F32", base=str(tmp_path / "tiny.gguf"), home=home)
+    finally:
+        quant_api.set_adapter_resolver(None)
+    assert seen == [("v3", home)]
+    assert r["name"] == "tiny-v3-f32"
+    from assistant.errors import ReverieError
+
+    with pytest.raises(ReverieError, match="path to a GGUF LoRA file"):
+        quant_api.merge_adapter("v3", "F32", base=str(tmp_path / "tiny.gguf"), home=home)
+
+
+@pytest.mark.slow
+def test_report_json_on_default_model(app):
+    r = CliRunner().invoke(app, ["report", "--json", "--tokens", "16"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["name"] == "smollm2-135m" and d["file_type"] == "Q4_1"
+    assert 2 < d["perplexity"] < 100 and d["tokens_scored"] > 500
+    assert d["decode_tokens_per_s"] > 0 and d["kl_mean"] is None
