@@ -122,6 +122,7 @@ def main(argv=None) -> dict:
                             "kl_mean_vs_runtime_lora": round(kl, 6), "kl_max": round(klmax, 5),
                             "top1_agreement_heldout": round(top1, 4),
                             "perplexity": round(perplexity(lps, wins)[0], 4)}
+            log(f"{qt}: {json.dumps(per_type[qt])}")
         result["merged_vs_runtime_lora"] = per_type
         result["runtime_lora_perplexity"] = round(perplexity(ref_lps, wins)[0], 4)
 
@@ -147,6 +148,8 @@ def main(argv=None) -> dict:
             "merged_over_bare": round(best["merged"] / best["bare_base"], 3) if best["bare_base"] else None,
             "runtime_lora_over_bare": round(best["runtime_lora"] / best["bare_base"], 3) if best["bare_base"] else None,
         }
+
+        log(f"decode: {json.dumps(result['decode_tokens_per_s'])}")
 
         # --- (2) Q4_1 -> F16 -> Q4_1 round trip -------------------------------------------
         log("round trip: Q4_1 -> F16 -> Q4_1")
