@@ -239,7 +239,8 @@ def real_runtime(tmp_path_factory):
     from quant.registry import Registry
     from quant.runtime import load_runtime
 
-    rt = load_runtime(Registry(tmp_path_factory.mktemp("home")).get(), "llama.cpp")
+    # one thread: on a shared 2-core box llama.cpp's spinning threads slow each other down badly
+    rt = load_runtime(Registry(tmp_path_factory.mktemp("home")).get(), "llama.cpp", threads=1)
     yield rt
     rt.close()
 
