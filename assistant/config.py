@@ -49,10 +49,9 @@ class Settings:
     threads: int = 0  # 0: all physical cores the runtime sees
     n_ctx: int = 2048
     max_tokens: int = 256
-    system_prompt: str = (
-        "You are reverie, a helpful assistant running privately on the user's device. "
-        "Answer briefly and directly."
-    )
+    # Phrasing checked on the 135M default model: shorter or generic prompts made it answer
+    # "What is the capital of France?" in French.
+    system_prompt: str = "You are reverie, a helpful AI assistant running privately on the user's device."
     memory: bool = True
     extra: dict = field(default_factory=dict)
 
