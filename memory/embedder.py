@@ -51,8 +51,22 @@ def get_model():
                     raise MemoryStoreError(
                         "sentence-transformers is not installed; install it with "
                         "`pip install sentence-transformers`.") from e
-                _model = SentenceTransformer(str(model_dir()), device="cpu")
+                _model = _load_quietly(SentenceTransformer)
     return _model
+
+
+def _load_quietly(cls):
+    # transformers draws a "Loading weights" tqdm bar on stderr while it loads the model; in
+    # `reverie chat` that lands in the middle of the conversation, so switch it off meanwhile.
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return cls(str(model_dir()), device="cpu")
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def embed(texts: list[str], batch_size: int = BATCH_SIZE) -> list[list[float]]:
