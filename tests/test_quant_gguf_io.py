@@ -82,7 +82,7 @@ def test_f32_dequantized_default_model_generates_same_tokens(tmp_path):
     out = gguf_io.write_unquantized(gguf_io.open_gguf(base), tmp_path / "f32.gguf", "F32")
 
     def greedy(path):
-        llm = Llama(model_path=str(path), n_ctx=128, n_threads=2, verbose=False, seed=0)
+        llm = Llama(model_path=str(path), n_ctx=128, n_threads=1, verbose=False, seed=0)
         ids = llm.tokenize(b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
                            b"<|im_start|>assistant\n", special=True)
         toks = []

@@ -93,7 +93,7 @@ def test_half_pair_is_malformed(tmp_path):
 def _logprobs(path, lora=None):
     from quant.quality import Scorer
 
-    sc = Scorer(path, threads=2, lora=lora)
+    sc = Scorer(path, threads=1, lora=lora)
     ids = sc.rt.tokenize("The library opened at nine, and the queue began forming early.", True)
     lp = sc.logprobs(ids)
     sc.close()

@@ -112,7 +112,7 @@ def test_hf_safetensors_round_trip(tmp_path):
     text = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"
     lps = []
     for p in (src, out):
-        sc = Scorer(p, threads=2)
+        sc = Scorer(p, threads=1)
         lps.append(sc.logprobs(sc.rt.tokenize(text, True)))
         sc.close()
     np.testing.assert_allclose(lps[1], lps[0], atol=1e-3)
