@@ -72,7 +72,29 @@ class Services:
 
     # --- slash commands beyond the built-in ones ---------------------------------------------
     def command_handler(self, name: str):
-        return {"/remember": self._remember}.get(name)
+        return {"/remember": self._remember, "/good": self._good, "/bad": self._bad,
+                "/fix": self._fix}.get(name)
+
+    def _feedback(self, session, kind: str, correction: str = "") -> str:
+        from memory.feedback import FeedbackLog
+
+        if session.last is None:
+            return "nothing to rate yet: ask something first."
+        fb = FeedbackLog(self.ledger).add(kind, session.conversation_id, session.last.turn_id,
+                                          session.last_question, session.last.answer, correction)
+        what = {"good": "marked good", "bad": "marked bad", "fix": "correction stored"}[kind]
+        return f"{what} ({fb.id}); tonight's `reverie sleep` learns from it."
+
+    def _good(self, session, arg: str) -> str:
+        return self._feedback(session, "good")
+
+    def _bad(self, session, arg: str) -> str:
+        return self._feedback(session, "bad")
+
+    def _fix(self, session, arg: str) -> str:
+        if not arg:
+            return "usage: /fix <the answer you wanted>"
+        return self._feedback(session, "fix", arg)
 
     def _remember(self, session, arg: str) -> str:
         if not arg:
@@ -83,4 +105,12 @@ class Services:
 
     # --- adapters ----------------------------------------------------------------------------
     def promoted_adapter_for(self, runtime) -> str | None:
-        return None
+        """The promoted adapter's file for this runtime (GGUF for llama.cpp, the adapter dir for
+        MLX), read from the ledger on every turn so a new promotion is picked up live."""
+        from memory.adapters_ledger import AdapterLedger
+
+        row = AdapterLedger(self.ledger).promoted(runtime.model.name)
+        if row is None:
+            return None
+        path = row.gguf if runtime.backend == "llama.cpp" else row.path
+        return path if path and Path(path).exists() else None

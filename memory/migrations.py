@@ -60,3 +60,21 @@ def m003_create_memories_fts(db):
     # text (speaker prefix etc.), porter-stemmed so "painted" finds "paint".
     db.execute("CREATE VIRTUAL TABLE memories_fts USING fts5("
                "body, tokenize = 'porter unicode61 remove_diacritics 2')")
+
+
+@migrations()
+def m004_create_feedback_and_adapters(db):
+    # Feedback on answers: /good, /bad, /fix. The trainer turns fixes into corrections.
+    db["feedback"].create(
+        {"id": str, "kind": str, "conversation_id": str, "turn_id": str, "prompt": str,
+         "answer": str, "correction": str, "created": float}, pk="id")
+    db["feedback"].create_index(["created"])
+    # Adapter versions and their lineage; files live under home/adapters/<id>/.
+    db["adapters"].create(
+        {"id": str, "parent": str, "status": str, "strategy": str, "trainer": str, "model": str,
+         "base_sha256": str, "dataset_hash": str, "fact_ids": str, "feedback_ids": str,
+         "path": str, "gguf": str, "metrics": str, "gate": str, "created": float,
+         "promoted": float}, pk="id")
+    db["sleep_runs"].create(
+        {"id": str, "started": float, "finished": float, "status": str, "strategy": str,
+         "adapter_id": str, "report_path": str, "summary": str}, pk="id")

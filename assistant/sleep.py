@@ -1,0 +1,368 @@
+"""`reverie sleep`: the nightly consolidation of the day's facts and feedback into a LoRA adapter.
+
+Owns the loop: lock → gather facts/feedback from the ledger → build the dataset → train → export
+GGUF → evaluate (personal recall on held-back phrasings, general ability, drift, backward transfer)
+→ gate → promote or reject → report. The promoted adapter is only ever switched by one ledger
+transaction after its files are complete, so a killed sleep leaves the previous one in place.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import ReverieError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SleepOptions:
+    strategy: str = "retrain"  # retrain: from base on the whole ledger; incremental: continue the promoted adapter
+    dry_run: bool = False
+    model: str | None = None
+    steps: int = 0  # 0: the trainer's epoch-based default
+    rank: int = 0
+    learning_rate: float = 0.0
+    seed: int = 0
+    force: bool = False  # train even if nothing is new
+    gate: dict = field(default_factory=dict)  # GateConfig overrides
+    exclude_questions: tuple[str, ...] = ()  # evaluation probes: never trained on
+    general_items: list | None = None  # MCItem list; default: bundled general probe
+    general_texts: list | None = None
+    eval_probes: list | None = None  # Probe list for personal recall; default: held-back phrasings
+    max_general: int = 60
+    phrasings_per_fact: int = 4
+
+    def __post_init__(self):
+        if self.strategy not in ("retrain", "incremental"):
+            raise ReverieError(f"unknown strategy {self.strategy!r}; use retrain or incremental.")
+        if self.steps < 0 or self.rank < 0 or self.learning_rate < 0:
+            raise ReverieError("steps, rank and learning rate must be positive (0 = default).")
+
+
+@dataclass
+class SleepOutcome:
+    status: str  # nothing-new | dry-run | promoted | rejected | aborted | cleared
+    message: str
+    adapter_id: str = ""
+    report_path: str = ""
+    metrics: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    dataset: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextmanager
+def sleep_lock(home: Path):
+    """One sleep at a time per data dir (flock: released by the OS if the process dies)."""
+    path = Path(home) / "sleep.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise ReverieError(f"another `reverie sleep` is running (pid {pid}); wait for it to finish.")
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
+    """The base model's own answers to general prompts, cached per base model."""
+    from lora import Anchor
+    from quant.runtime import GenerationConfig
+
+    from .probes import bundled_general_prompts
+
+    path = home / "cache" / f"anchors-{model_sha[:16]}.json"
+    if path.exists():
+        return [Anchor(**a) for a in json.loads(path.read_text())]
+    prompts = bundled_general_prompts()
+    log(f"making {len(prompts)} anchor answers with the base model (once per model)")
+    out = []
+    for p in prompts:
+        text, _ = runtime.chat([{"role": "system", "content": system_prompt},
+                                {"role": "user", "content": p}], GenerationConfig(max_tokens=64))
+        if text:
+            out.append(Anchor(prompt=p, answer=text))
+    from .files import atomic_write_text
+
+    atomic_write_text(path, json.dumps([asdict(a) for a in out]))
+    return out
+
+
+def _train_config(opts: SleepOptions):
+    from lora import TrainConfig
+
+    kw = {"seed": opts.seed}
+    if opts.steps:
+        kw["steps"] = opts.steps
+    if opts.rank:
+        kw["rank"] = opts.rank
+        kw["alpha"] = 2.0 * opts.rank
+    if opts.learning_rate:
+        kw["learning_rate"] = opts.learning_rate
+    return TrainConfig(**kw)
+
+
+def held_back_probes(facts, trained_questions: set[str]) -> list:
+    """Questions about each fact that were generated but not trained on (unseen phrasings)."""
+    from lora.phrasings import is_near, phrase
+
+    from .gate_eval import Probe
+    from .persona import first_person
+
+    probes = []
+    for f in facts:
+        p = phrase(first_person(f.text), f.subject or "")
+        qs = [q for q in p.questions if not any(is_near(q, t) for t in trained_questions)]
+        for q in qs[:2]:
+            probes.append(Probe(f.id, q, p.value, []))
+    return probes
+
+
+def run_sleep(home: Path, opts: SleepOptions | None = None, log: Log = print,
+              on_train: Callable | None = None) -> SleepOutcome:
+    opts = opts or SleepOptions()
+    home = Path(home)
+    t0 = time.time()
+    with sleep_lock(home):
+        return _run(home, opts, log, on_train, t0)
+
+
+def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> SleepOutcome:
+    from lora import Correction, Fact, GoodAnswer, Provenance, build_dataset, export_gguf
+    from lora.metrics import GateConfig, GateInputs, gate
+    from memory import MemoryStore
+    from memory.adapters_ledger import AdapterLedger
+    from memory.feedback import FeedbackLog
+    from memory.ledger import Ledger
+    from quant.registry import Registry, sha256_file
+    from quant.runtime import load_runtime
+
+    from .config import Settings
+    from .persona import first_person
+
+    settings = Settings.load(home)
+    ledger = Ledger(home)
+    store = MemoryStore(home, ledger)
+    adapters = AdapterLedger(ledger)
+    model = Registry(home).get(opts.model)
+    facts = store.active_facts()
+    feedback = FeedbackLog(ledger).list(limit=None)
+    corrections = [Correction(f.id, f.prompt, f.answer, f.correction) for f in feedback if f.kind == "fix"]
+    goods = [GoodAnswer(f.id, f.prompt, f.answer) for f in feedback if f.kind == "good"]
+    fact_ids = sorted(f.id for f in facts)
+    fb_ids = sorted(f.id for f in feedback if f.kind in ("fix", "good"))
+    promoted = adapters.promoted(model.name)
+    strategy = opts.strategy
+
+    if not facts and not corrections and not goods:
+        if promoted is not None:
+            adapters.demote_all(model.name)
+            return SleepOutcome("cleared", "nothing left to learn (all facts forgotten): the adapter "
+                                "was retired and chat uses the base model.", seconds=time.time() - t0)
+        return SleepOutcome("nothing-new", "nothing to learn yet: tell reverie some facts or give "
+                            "feedback (/remember, /fix) first.", seconds=time.time() - t0)
+    if promoted is not None:
+        old_facts = set(json.loads(promoted.fact_ids or "[]"))
+        old_fb = set(json.loads(promoted.feedback_ids or "[]"))
+        if old_facts == set(fact_ids) and old_fb == set(fb_ids) and not opts.force and not opts.dry_run:
+            return SleepOutcome("nothing-new", f"no new facts or feedback since {promoted.id}; "
+                                "nothing to train.", adapter_id=promoted.id, seconds=time.time() - t0)
+        if old_facts - set(fact_ids) and strategy == "incremental":
+            log("facts were forgotten since the last adapter: retraining from base instead of incremental")
+            strategy = "retrain"
+    elif strategy == "incremental":
+        log("no promoted adapter yet: training from base")
+        strategy = "retrain"
+
+    config = _train_config(opts)
+    base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
+    try:
+        model_sha = _cached_sha(home, Path(model.path), sha256_file)
+        anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log)
+        lfacts = [Fact(f.id, first_person(f.text), f.subject or "", f.created) for f in facts]
+        replay = []
+        init = None
+        if strategy == "incremental" and promoted is not None:
+            init = Path(promoted.path)
+            replay = _previous_examples(Path(promoted.path))
+            old = set(json.loads(promoted.fact_ids or "[]"))
+            lfacts = [f for f in lfacts if f.id not in old]  # old facts come back through replay
+        dataset = build_dataset(lfacts, corrections, goods, anchors, replay,
+                                system_prompt=settings.system_prompt,
+                                exclude_questions=list(opts.exclude_questions), config=config,
+                                phrasings_per_fact=opts.phrasings_per_fact)
+        summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
+                   "good_answers": len(goods), "anchors": len(anchors), **dataset.counts(),
+                   "dataset_hash": dataset.hash}
+        if opts.dry_run:
+            log(dataset.dry_run_summary(config))
+            return SleepOutcome("dry-run", "dry run: nothing trained.", dataset=summary,
+                                seconds=time.time() - t0)
+
+        vid = adapters.new_version_id()
+        run_id = adapters.start_run(strategy)
+        out_dir = home / "adapters" / vid
+        log(f"training {vid} ({strategy}) on {len(dataset.train)} examples with peft on the GGUF base")
+        from lora import train_peft
+
+        prov = Provenance(base_model_sha256=model_sha, dataset_hash=dataset.hash,
+                          ledger_snapshot=_ledger_snapshot(fact_ids, fb_ids), fact_ids=fact_ids)
+        result = train_peft(dataset, config, base_rt.chat_format.render, out_dir=out_dir,
+                            work_dir=home / "work" / "sleep", base_model_path=Path(model.path),
+                            on_report=on_train, init_adapter=init, provenance=prov, arch=model.arch)
+        if result.aborted or result.adapter_dir is None:
+            adapters.finish_run(run_id, "aborted", summary={"reason": result.abort_reason})
+            return SleepOutcome("aborted", f"training aborted: {result.abort_reason}; the promoted "
+                                "adapter is unchanged.", metrics={"train": result.to_dict()},
+                                seconds=time.time() - t0)
+        dataset.save(out_dir)
+        gguf_path = export_gguf(out_dir, out_dir / "adapter.gguf")
+        log("evaluating: personal recall on held-back phrasings, general ability, drift")
+        metrics = evaluate_candidate(base_rt, model, str(gguf_path), facts, dataset, opts,
+                                     settings.system_prompt, promoted, log)
+        metrics["train"] = {k: v for k, v in result.to_dict().items() if k not in ("losses", "holdout_losses")}
+        gcfg = GateConfig(**opts.gate)
+        decision = gate(GateInputs(metrics["personal_base"], metrics["personal_adapted"],
+                                   metrics["general_base"], metrics["general_adapted"],
+                                   metrics.get("ppl_ratio"), metrics.get("bwt")), gcfg)
+        adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
+                     trainer="peft", model=model.name, base_sha256=model_sha,
+                     dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
+                     path=str(out_dir), gguf=str(gguf_path), metrics=metrics, gate=decision.to_dict(),
+                     status="candidate")
+        if decision.passed:
+            adapters.promote(vid)
+            status, msg = "promoted", f"{vid} promoted"
+        else:
+            adapters.set_status(vid, "rejected")
+            status, msg = "rejected", f"{vid} rejected: " + "; ".join(decision.reasons)
+        outcome = SleepOutcome(status, msg, vid, "", metrics, decision.to_dict(), summary,
+                               time.time() - t0)
+        outcome.report_path = str(_write_report(home, run_id, outcome))
+        adapters.finish_run(run_id, status, vid, outcome.report_path,
+                            {"personal_base": metrics["personal_base"],
+                             "personal_adapted": metrics["personal_adapted"]})
+        return outcome
+    finally:
+        base_rt.close()
+
+
+def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,
+                       system_prompt: str, promoted, log: Log) -> dict:
+    from lora.metrics import mean_kl  # noqa: F401  (kl via probes.kl_drift)
+    from quant.runtime import load_runtime
+
+    from .gate_eval import ask_probes, general_ability
+    from .probes import bundled_general_mc, bundled_general_text, kl_drift, perplexity
+
+    trained_q = {m["content"] for e in dataset.train for m in e.messages if m["role"] == "user"}
+    probes = opts.eval_probes if opts.eval_probes is not None else held_back_probes(facts, trained_q)
+    items = opts.general_items if opts.general_items is not None else bundled_general_mc()
+    items = items[: opts.max_general]
+    texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()
+    ad_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads, adapter=gguf_path)
+    try:
+        pb = ask_probes(base_rt, probes, system_prompt)
+        pa = ask_probes(ad_rt, probes, system_prompt)
+        gb = general_ability(base_rt, items)
+        ga = general_ability(ad_rt, items)
+        ppl_b = perplexity(base_rt, texts)
+        ppl_a = perplexity(ad_rt, texts)
+        kl = kl_drift(base_rt, ad_rt, texts)
+        bwt = None
+        if promoted is not None and Path(promoted.gguf).exists():
+            old_ids = set(json.loads(promoted.fact_ids or "[]"))
+            old_probes = [p for p in probes if p.fact_id in old_ids]
+            if old_probes:
+                prev_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads,
+                                       adapter=promoted.gguf)
+                try:
+                    before = ask_probes(prev_rt, old_probes, system_prompt).acc
+                finally:
+                    prev_rt.close()
+                after = sum(ok for p, ok in zip(probes, pa.correct) if p.fact_id in old_ids) / len(old_probes)
+                bwt = after - before
+    finally:
+        ad_rt.close()
+    m = {"n_probes": len(probes), "personal_base": pb.acc, "personal_adapted": pa.acc,
+         "general_base": gb.acc, "general_adapted": ga.acc, "n_general": len(items),
+         "ppl_base": ppl_b, "ppl_adapted": ppl_a, "ppl_ratio": ppl_a / ppl_b if ppl_b else None,
+         "kl_drift": kl, "bwt": bwt,
+         "per_fact_adapted": pa.by_fact(), "per_fact_base": pb.by_fact(),
+         "examples": [{"q": p.question, "expected": p.answer, "base": b, "adapter": a}
+                      for p, b, a in list(zip(probes, pb.answers, pa.answers))[:10]]}
+    log(f"personal {pb.acc:.2f} → {pa.acc:.2f} · general {gb.acc:.3f} → {ga.acc:.3f} · "
+        f"ppl ratio {m['ppl_ratio']:.3f} · KL {kl:.4f}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
+    return m
+
+
+def _cached_sha(home: Path, path: Path, sha_fn) -> str:
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    cache = home / "cache" / "sha256.json"
+    data = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in data:
+        from .files import atomic_write_text
+
+        data[key] = sha_fn(path)
+        atomic_write_text(cache, json.dumps(data))
+    return data[key]
+
+
+def _ledger_snapshot(fact_ids, fb_ids) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([fact_ids, fb_ids]).encode()).hexdigest()
+
+
+def _previous_examples(adapter_dir: Path) -> list:
+    from lora import Example
+
+    for name in ("dataset.jsonl", "train.jsonl"):
+        p = adapter_dir / name
+        if p.exists():
+            out = []
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    d = json.loads(line)
+                    out.append(Example.from_dict(d) if "messages" in d else d)
+            return out
+    return []
+
+
+def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
+    from .files import atomic_write_text
+
+    d = home / "reports" / f"sleep-{time.strftime('%Y%m%d-%H%M%S')}-{run_id[-6:]}"
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "report.json", json.dumps(outcome.to_dict(), indent=2, default=str))
+    m = outcome.metrics
+    lines = [f"# reverie sleep — {outcome.status}", "", outcome.message, "",
+             "| metric | base | adapter |", "|---|---|---|",
+             f"| personal recall (held-back phrasings, n={m.get('n_probes')}) | {m.get('personal_base', 0):.3f} | {m.get('personal_adapted', 0):.3f} |",
+             f"| general accuracy (n={m.get('n_general')}) | {m.get('general_base', 0):.3f} | {m.get('general_adapted', 0):.3f} |",
+             f"| perplexity | {m.get('ppl_base', 0):.2f} | {m.get('ppl_adapted', 0):.2f} |",
+             "", f"KL drift {m.get('kl_drift', 0):.4f}; BWT {m.get('bwt')}", "", "## Gate", ""]
+    lines += [f"- {'pass' if c['passed'] else 'FAIL'}: {c['message']}" for c in outcome.gate.get("checks", [])]
+    atomic_write_text(d / "report.md", "\n".join(lines) + "\n")
+    return d

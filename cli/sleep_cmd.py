@@ -1,0 +1,228 @@
+"""`reverie sleep`, `reverie feedback …`, `reverie adapters …`, `reverie schedule …`."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from .common import emit_json, fail, handle_errors, home
+
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sleep")(sleep)
+
+
+@handle_errors
+def sleep(
+    strategy: str = typer.Option("retrain", "--strategy",
+                                 help="retrain: from base on everything; incremental: continue the promoted adapter with new data + replay."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be trained, train nothing."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default model if omitted)."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Training steps (0: derived from the data)."),
+    rank: int = typer.Option(0, "--rank", min=0, help="LoRA rank (0: default 8)."),
+    force: bool = typer.Option(False, "--force", help="Train even if nothing is new."),
+    max_general_drop: float = typer.Option(1.0, "--max-general-drop", help="Gate: allowed drop in general accuracy, points."),
+    max_ppl_ratio: float = typer.Option(1.05, "--max-ppl-ratio", help="Gate: allowed perplexity ratio adapter/base."),
+    json_out: bool = JsonOpt,
+):
+    """The nightly job: learn today's facts and feedback into a LoRA adapter, measure what was
+    learned and forgotten, and promote it only if it passes the gate."""
+    from assistant.sleep import SleepOptions, run_sleep
+
+    opts = SleepOptions(strategy=strategy, dry_run=dry_run, model=model, steps=steps, rank=rank,
+                        force=force, gate={"max_general_drop_points": max_general_drop,
+                                           "max_ppl_ratio": max_ppl_ratio})
+    log = (lambda s: typer.echo(s, err=True))
+    state = {"bar": None}
+
+    def on_train(r):
+        if r.event not in ("step", "skip"):
+            return
+        end = "\n" if r.step >= r.total else ""
+        sys.stderr.write(f"\r  step {r.step}/{r.total}  loss {r.loss:.3f}  {r.tokens_per_s:.0f} tok/s"
+                         f"  peak {r.peak_memory_mb:.0f} MB  skipped {r.skipped}   {end}")
+        sys.stderr.flush()
+
+    out = run_sleep(home(), opts, log=log, on_train=on_train)
+    if json_out:
+        emit_json(out.to_dict())
+    else:
+        typer.echo(out.message)
+        if out.report_path:
+            typer.echo(f"report: {out.report_path}/report.md")
+    if out.status == "aborted":
+        raise typer.Exit(1)
+
+
+# --- feedback ----------------------------------------------------------------------------------
+feedback_app = typer.Typer(help="Feedback you gave in chat (/good, /bad, /fix): the nightly training data.",
+                           no_args_is_help=True)
+
+
+@feedback_app.command("ls")
+@handle_errors
+def feedback_ls(kind: Optional[str] = typer.Option(None, "--kind", help="good, bad or fix."),
+                limit: int = typer.Option(50, "--limit", min=1), json_out: bool = JsonOpt):
+    """List feedback, newest first."""
+    from assistant.adapters_api import feedback_list
+
+    rows = feedback_list(home(), kind, limit)
+    if json_out:
+        emit_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        typer.echo("no feedback yet; use /good, /bad or /fix in `reverie chat`.")
+    for r in rows:
+        extra = f" → {r.correction}" if r.correction else ""
+        typer.echo(f"{r.id}  {r.kind:<4}  {r.prompt[:50]!r}{extra[:60]}")
+
+
+@feedback_app.command("show")
+@handle_errors
+def feedback_show(fid: str = typer.Argument(..., help="Feedback id."), json_out: bool = JsonOpt):
+    """Show one feedback item."""
+    from assistant.adapters_api import feedback_get
+
+    r = feedback_get(home(), fid)
+    if json_out:
+        emit_json(r.to_dict())
+        return
+    for k, v in r.to_dict().items():
+        typer.echo(f"{k:>15}: {v}")
+
+
+@feedback_app.command("rm")
+@handle_errors
+def feedback_rm(fid: str = typer.Argument(..., help="Feedback id.")):
+    """Delete a feedback item (the next sleep will not learn from it)."""
+    from assistant.adapters_api import feedback_remove
+
+    r = feedback_remove(home(), fid)
+    typer.echo(f"removed {r.id}")
+
+
+# --- adapters ----------------------------------------------------------------------------------
+adapters_app = typer.Typer(help="Adapter versions made by `reverie sleep`: lineage, metrics, promotion.",
+                           no_args_is_help=True)
+
+
+@adapters_app.command("ls")
+@handle_errors
+def adapters_ls(json_out: bool = JsonOpt):
+    """List adapter versions (* marks the promoted one)."""
+    from assistant.adapters_api import adapters_list
+
+    rows = adapters_list(home())
+    if json_out:
+        emit_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        typer.echo("no adapters yet; run `reverie sleep`.")
+    for r in rows:
+        m = json.loads(r.metrics or "{}")
+        mark = "*" if r.status == "promoted" else " "
+        typer.echo(f"{mark} {r.id:<14} {r.status:<9} {r.strategy:<11} parent {r.parent or '-':<14} "
+                   f"personal {m.get('personal_base', 0):.2f}→{m.get('personal_adapted', 0):.2f} "
+                   f"general {m.get('general_base', 0):.3f}→{m.get('general_adapted', 0):.3f}")
+
+
+@adapters_app.command("show")
+@handle_errors
+def adapters_show(aid: str = typer.Argument(..., help="Adapter version."), json_out: bool = JsonOpt):
+    """Show an adapter version: files, lineage, metrics, gate decision."""
+    from assistant.adapters_api import adapter_get
+
+    d = adapter_get(home(), aid).to_dict()
+    if json_out:
+        emit_json(d)
+        return
+    for k, v in d.items():
+        typer.echo(f"{k:>13}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+
+
+@adapters_app.command("promote")
+@handle_errors
+def adapters_promote(aid: str = typer.Argument(..., help="Adapter version.")):
+    """Promote a version by hand (it is validated first); chat picks it up on its next turn."""
+    from assistant.adapters_api import adapter_promote
+
+    r = adapter_promote(home(), aid)
+    typer.echo(f"{r.id} promoted")
+
+
+@adapters_app.command("rollback")
+@handle_errors
+def adapters_rollback(model: Optional[str] = typer.Option(None, "--model", "-m")):
+    """Go back to the previous adapter (or to no adapter)."""
+    from assistant.adapters_api import adapter_rollback
+
+    r = adapter_rollback(home(), model)
+    typer.echo(f"{r.id} promoted" if r else "no adapter promoted: chat uses the base model")
+
+
+@adapters_app.command("diff")
+@handle_errors
+def adapters_diff(a: str = typer.Argument(...), b: str = typer.Argument(...), json_out: bool = JsonOpt):
+    """Compare two versions: facts and metrics."""
+    from assistant.adapters_api import adapter_diff
+
+    d = adapter_diff(home(), a, b)
+    if json_out:
+        emit_json(d)
+        return
+    typer.echo(f"facts only in {d['a']}: {len(d['facts_only_in_a'])}; only in {d['b']}: {len(d['facts_only_in_b'])}")
+    for k, (x, y) in d["metrics"].items():
+        typer.echo(f"{k:>18}: {x} → {y}")
+
+
+@adapters_app.command("rm")
+@handle_errors
+def adapters_rm(aid: str = typer.Argument(...)):
+    """Delete an adapter version (not the promoted one) and its files."""
+    from assistant.adapters_api import adapter_remove
+
+    r = adapter_remove(home(), aid)
+    typer.echo(f"removed {r.id}")
+
+
+# --- schedule ----------------------------------------------------------------------------------
+schedule_app = typer.Typer(help="Run `reverie sleep` every night (cron on Linux, launchd on macOS).",
+                           no_args_is_help=True)
+
+
+@schedule_app.command("install")
+@handle_errors
+def schedule_install(at: str = typer.Option("03:00", "--at", help="Local time HH:MM."),
+                     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be installed.")):
+    """Install the nightly timer."""
+    from assistant.schedule import install
+
+    typer.echo(install(home(), at, dry_run=dry_run))
+
+
+@schedule_app.command("status")
+@handle_errors
+def schedule_status(json_out: bool = JsonOpt):
+    """Show whether the nightly timer is installed and the last runs."""
+    from assistant.schedule import status
+
+    d = status(home())
+    if json_out:
+        emit_json(d)
+        return
+    typer.echo(f"installed: {d['installed']} ({d['method']}) {d.get('at') or ''}")
+    for r in d["runs"][:5]:
+        typer.echo(f"  {r['id']} {r['status']} {r['strategy']} {r['adapter_id']}")
+
+
+@schedule_app.command("remove")
+@handle_errors
+def schedule_remove():
+    """Remove the nightly timer."""
+    from assistant.schedule import remove
+
+    typer.echo(remove(home()))
