@@ -24,7 +24,7 @@ class TrainConfig:
     alpha: float = _f(16.0, "LoRA alpha; the update is scaled by alpha / rank.")
     dropout: float = _f(0.05, "Dropout on the LoRA input during training.")
     target_modules: tuple[str, ...] = _f(ALL_TARGETS, "Projections that get a LoRA (any of the 7).")
-    learning_rate: float = _f(2e-4, "Peak AdamW learning rate.")
+    learning_rate: float = _f(4e-4, "Peak AdamW learning rate.")
     # steps wins when > 0; otherwise epochs over the dataset decide the length of the run
     steps: int = _f(0, "Optimizer steps; 0 means derive from epochs.")
     epochs: float = _f(3.0, "Passes over the dataset when steps is 0.")
