@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def _common_prefix(a: list, b: list) -> int:
 
 
 def run(model_name: str = "smollm2-135m", n_prompts: int = 20, max_tokens: int = 32,
-        first_n: int = 8, home: str | Path | None = None, n_ctx: int = 1024) -> dict:
+        first_n: int = 8, home: str | Path | None = None, n_ctx: int = 1024,
+        progress=None) -> dict:
     from quant.registry import Registry
     from quant.runtime import load_runtime
 
@@ -89,7 +91,9 @@ def run(model_name: str = "smollm2-135m", n_prompts: int = 20, max_tokens: int =
 
     rows, tf_all, tf_ans, tok_mismatch = [], [], [], 0
     speed = {b: [0, 0.0] for b in runtimes}  # decode tokens after the first, seconds
-    for p in prompts:
+    for k, p in enumerate(prompts):
+        if progress:
+            progress(f"[{k + 1}/{len(prompts)}] {p}")
         text = ref.format_chat([{"role": "user", "content": p}])
         ids = ref.tokenize(text, add_bos=True)
         if mlx.tokenize(text, add_bos=True) != ids:
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--home", default=None, help="data dir (default: REVERIE_HOME or the platform dir)")
     ap.add_argument("--out", default=None, help="write the JSON here as well as to stdout")
     a = ap.parse_args(argv)
-    result = run(a.model, a.n_prompts, a.max_tokens, a.first_n, a.home)
+    result = run(a.model, a.n_prompts, a.max_tokens, a.first_n, a.home,
+                 progress=lambda m: print(m, file=sys.stderr, flush=True))
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if a.out:
         Path(a.out).write_text(text + "\n")
