@@ -33,4 +33,16 @@ def run_demo(quick: bool = False, echo=print, home: Path | None = None) -> dict:
     speeds = sorted(s for s in speeds if s > 0)
     med = speeds[len(speeds) // 2] if speeds else 0.0
     echo(f"\nmedian decode speed {med:.1f} tok/s")
-    return {"home": str(home), "median_tokens_per_s": med}
+    out = {"home": str(home), "median_tokens_per_s": med}
+    if quick:
+        return out
+    from .evaluate import run_experiment
+    from .report import render_table
+
+    echo("\nlearning loop: a built-in persona, two nights of teach → sleep, then memory vs adapter")
+    res = run_experiment(None, None, 2, log=lambda s: echo(f"  {s}"), home=home / "experiment")
+    echo("")
+    echo(render_table(res))
+    echo(f"report: {res['report_dir']}/report.md")
+    out["eval"] = {k: res[k] for k in ("arms", "general_acc_delta", "kl_drift", "ppl_ratio", "bwt")}
+    return out

@@ -19,6 +19,7 @@ from typing import Callable
 from .errors import ReverieError
 
 Log = Callable[[str], None]
+ANCHOR_PROMPTS = 24  # base-model answers mixed into every dataset so the adapter leaves the rest alone
 
 
 @dataclass
@@ -94,12 +95,12 @@ def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
     path = home / "cache" / f"anchors-{model_sha[:16]}.json"
     if path.exists():
         return [Anchor(**a) for a in json.loads(path.read_text())]
-    prompts = bundled_general_prompts()
+    prompts = bundled_general_prompts()[:ANCHOR_PROMPTS]
     log(f"making {len(prompts)} anchor answers with the base model (once per model)")
     out = []
     for p in prompts:
         text, _ = runtime.chat([{"role": "system", "content": system_prompt},
-                                {"role": "user", "content": p}], GenerationConfig(max_tokens=64))
+                                {"role": "user", "content": p}], GenerationConfig(max_tokens=48))
         if text:
             out.append(Anchor(prompt=p, answer=text))
     from .files import atomic_write_text
@@ -142,6 +143,7 @@ def run_sleep(home: Path, opts: SleepOptions | None = None, log: Log = print,
               on_train: Callable | None = None) -> SleepOutcome:
     opts = opts or SleepOptions()
     home = Path(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     t0 = time.time()
     with sleep_lock(home):
         return _run(home, opts, log, on_train, t0)

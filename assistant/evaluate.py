@@ -1,0 +1,154 @@
+"""`reverie eval`: in-context memory and the nightly adapter side by side on the same probes.
+
+Owns the experiment: in an isolated data dir, for each night tell that night's facts in chat
+(/remember), run `sleep`, then score four arms — base, memory, adapter, adapter+memory — on every
+fact taught so far; general ability, drift and perplexity for the adapter; the R matrix and BWT
+across nights; bootstrap CIs. Metrics come from lora.metrics, probes from assistant.probes.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import ReverieError
+
+ARMS = ("base", "memory", "adapter", "adapter+memory")
+Log = Callable[[str], None]
+
+
+def _dir_bytes(p: Path) -> int:
+    return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) if Path(p).exists() else 0
+
+
+def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
+                   nights: int | None = None, out_dir: Path | None = None, log: Log = print,
+                   general_limit: int = 100, steps: int = 0, on_train=None,
+                   home: Path | None = None) -> dict:
+    from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
+                              matrix_to_lists, paired_bootstrap_ci)
+    from memory.adapters_ledger import AdapterLedger
+    from memory.ledger import Ledger
+
+    from .chat import ChatSession
+    from .gate_eval import Probe, ask_probes, general_ability
+    from .probes import (bundled_general_mc, bundled_general_text, bundled_persona_demo,
+                         kl_drift, load_multiple_choice, load_persona, perplexity)
+    from .runtime_api import open_runtime
+    from .services import Services
+    from .sleep import SleepOptions, run_sleep
+
+    t0 = time.time()
+    facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
+    if not facts:
+        raise ReverieError("the facts file has no facts.")
+    items = []
+    for gp in general_paths or []:
+        items += load_multiple_choice(gp)[:general_limit]
+    if not items:
+        items = bundled_general_mc()[:general_limit]
+    texts = bundled_general_text()
+    max_night = max(f.night for f in facts)
+    nights = nights or max_night
+    if nights < 1:
+        raise ReverieError("--nights must be at least 1.")
+    home = Path(home or tempfile.mkdtemp(prefix="reverie-eval-"))
+    os.environ["REVERIE_HOME"] = str(home)
+    log(f"isolated data dir {home}; {len(facts)} facts over {nights} night(s); {len(items)} general items")
+    exclude = tuple(q for f in facts for q in f.questions)
+
+    session = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=False)
+    sp = session.system_prompt
+    outcomes: dict[str, list] = {a: [] for a in ARMS}
+    per_night = []
+    last = {}
+    sleeps = []
+    for night in range(1, nights + 1):
+        tonight = [f for f in facts if f.night == night]
+        log(f"night {night}: telling {len(tonight)} facts in chat")
+        session.new()
+        for f in tonight:
+            session.command(f"/remember {f.statement}")
+        out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True),
+                        log=log, on_train=on_train)
+        sleeps.append({"night": night, "status": out.status, "message": out.message,
+                       "adapter": out.adapter_id, "gate": out.gate})
+        log(f"night {night}: sleep → {out.message}")
+        taught = [f for f in facts if f.night <= night]
+        probes = [Probe(f.id, q, f.answer, f.aliases) for f in taught for q in f.questions]
+        night_of = {f.id: f.night for f in facts}
+        led = AdapterLedger(Ledger(home))
+        # the adapter arms use the newest trained adapter (promoted or not): the experiment
+        # measures what training did; the gate's decision is reported beside it
+        cand = led.list(session.runtime.model.name)
+        gguf = cand[-1].gguf if cand else None
+        base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
+        ad_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048, adapter=gguf) if gguf else None
+        services = Services(home, Ledger(home))
+
+        def block(q, rt):
+            return services.recall(q, rt)[1]
+
+        res = {}
+        log(f"night {night}: scoring 4 arms on {len(probes)} probes")
+        res["base"] = ask_probes(base_rt, probes, sp)
+        res["memory"] = ask_probes(base_rt, probes, sp, memory_block=lambda q: block(q, base_rt))
+        if ad_rt is not None:
+            res["adapter"] = ask_probes(ad_rt, probes, sp)
+            res["adapter+memory"] = ask_probes(ad_rt, probes, sp, memory_block=lambda q: block(q, ad_rt))
+        for arm, r in res.items():
+            for fid, acc in r.by_fact().items():
+                outcomes[arm].append(FactOutcome(fid, night_of[fid], night, acc))
+        per_night.append({"night": night, **{a: r.acc for a, r in res.items()}})
+        last = {"res": res, "base_rt": base_rt, "ad_rt": ad_rt, "gguf": gguf}
+        if night < nights:
+            base_rt.close()
+            if ad_rt is not None:
+                ad_rt.close()
+    session.close()
+
+    res, base_rt, ad_rt = last["res"], last["base_rt"], last["ad_rt"]
+    log("general ability, perplexity and KL drift")
+    gb = general_ability(base_rt, items)
+    ga = general_ability(ad_rt, items) if ad_rt else gb
+    ppl_b = perplexity(base_rt, texts)
+    ppl_a = perplexity(ad_rt, texts) if ad_rt else ppl_b
+    kl = kl_drift(base_rt, ad_rt, texts) if ad_rt else 0.0
+    mem_bytes = _dir_bytes(home / "chroma") + (home / "ledger.db").stat().st_size
+    ad_bytes = Path(last["gguf"]).stat().st_size if last["gguf"] else 0
+    arms = {}
+    for arm in ARMS:
+        r = res.get(arm)
+        if r is None:
+            continue
+        general = ga if arm.startswith("adapter") else gb
+        arms[arm] = {
+            "personal_acc": r.acc, "personal_ci": bootstrap_ci([float(c) for c in r.correct]).to_list(),
+            "general_acc": general.acc, "general_acc_norm": general.acc_norm,
+            "general_ci": bootstrap_ci([float(c) for c in general.correct]).to_list(),
+            "prompt_tokens": sum(r.prompt_tokens) / len(r.prompt_tokens),
+            "ttft_s": sorted(r.ttft_s)[len(r.ttft_s) // 2],
+            "tokens_per_s": sorted(r.tokens_per_s)[len(r.tokens_per_s) // 2],
+            "disk_bytes": (mem_bytes if "memory" in arm else 0) + (ad_bytes if arm.startswith("adapter") else 0),
+        }
+    R = {a: matrix_to_lists(accuracy_matrix(o, nights)) for a, o in outcomes.items() if o}
+    bwt = {a: backward_transfer(accuracy_matrix(o, nights)) for a, o in outcomes.items() if o}
+    delta_ci = paired_bootstrap_ci([float(c) for c in ga.correct], [float(c) for c in gb.correct]).to_list()
+    results = {
+        "arms": arms, "general_acc_delta": ga.acc - gb.acc, "general_acc_delta_ci": delta_ci,
+        "kl_drift": kl, "ppl_ratio": ppl_a / ppl_b if ppl_b else None,
+        "ppl_base": ppl_b, "ppl_adapter": ppl_a,
+        "bwt": bwt.get("adapter"), "bwt_by_arm": bwt, "R": R, "per_night": per_night,
+        "n_facts": len([f for f in facts if f.night <= nights]), "n_general": len(items),
+        "nights": nights, "sleeps": sleeps, "seconds": time.time() - t0, "data_dir": str(home),
+    }
+    base_rt.close()
+    if ad_rt is not None:
+        ad_rt.close()
+    from .report import write_report
+
+    out_dir = Path(out_dir or home / "reports" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    results["report_dir"] = str(write_report(results, out_dir))
+    return results

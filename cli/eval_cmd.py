@@ -1,0 +1,50 @@
+"""`reverie eval`: memory vs adapter, side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import emit_json, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_)
+
+
+@handle_errors
+def eval_(
+    facts: Optional[Path] = typer.Option(None, "--facts", help="Persona facts JSONL (id, night, statement, questions, answer, aliases). Default: the bundled demo persona."),
+    general: List[Path] = typer.Option([], "--general", help="Multiple-choice JSONL (hellaswag/piqa/mmlu format); repeatable. Default: the bundled probe."),
+    nights: Optional[int] = typer.Option(None, "--nights", min=1, help="Nights to simulate (default: all in the file)."),
+    general_limit: int = typer.Option(100, "--general-limit", min=1, help="Items used from each general file."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Training steps per night (0: default)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+):
+    """Run the whole experiment in an isolated data dir: each night tell that night's facts,
+    sleep, and score base / memory / adapter / adapter+memory on the same probes."""
+    import sys
+
+    from assistant.evaluate import run_experiment
+    from assistant.report import render_table
+
+    def on_train(r):
+        if r.event in ("step", "skip"):
+            sys.stderr.write(f"\r  step {r.step}/{r.total} loss {r.loss:.3f} {r.tokens_per_s:.0f} tok/s   ")
+            if r.step >= r.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    for p in [facts, *general]:
+        if p is not None and not p.exists():
+            typer.secho(f"error: {p} does not exist", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
+    res = run_experiment(facts, list(general), nights, out, log=lambda s: typer.echo(s, err=True),
+                         general_limit=general_limit, steps=steps, on_train=on_train)
+    if json_out:
+        emit_json(res)
+    else:
+        typer.echo(render_table(res))
+        typer.echo(f"report: {res['report_dir']}")
