@@ -200,7 +200,16 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
     try:
         model_sha = _cached_sha(home, Path(model.path), sha256_file)
-        anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log)
+        if opts.dry_run and not (home / "cache" / f"anchors-{model_sha[:16]}.json").exists():
+            # a dry run should be instant: show the anchor prompts, answers are made at training time
+            from lora import Anchor
+
+            from .probes import bundled_general_prompts
+
+            anchors = [Anchor(p, "(the base model's own answer, generated when training)")
+                       for p in bundled_general_prompts()[:ANCHOR_PROMPTS]]
+        else:
+            anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log)
         lfacts = [Fact(f.id, first_person(f.text), f.subject or "", f.created) for f in facts]
         replay = []
         init = None
