@@ -72,8 +72,40 @@ def check_gguf(path: Path) -> None:
         raise QuantError(f"{path} looks truncated or corrupt (GGUF v{version}, {size} bytes); re-download or re-create it.")
 
 
+_SUMMARY_CACHE: dict[str, dict] = {}
+
+
 def gguf_summary(path: Path) -> dict:
-    """Architecture and file type from the GGUF header (cheap: reads metadata only)."""
+    """Architecture, file type and chat template from the GGUF header. GGUFReader parses the whole
+    vocabulary (seconds for a 49k-token model), so results are cached per file identity, in
+    memory and in ~/.cache/reverie/gguf-meta.json."""
+    path = Path(path)
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if key in _SUMMARY_CACHE:
+        return dict(_SUMMARY_CACHE[key])
+    disk = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reverie" / "gguf-meta.json"
+    try:
+        stored = json.loads(disk.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    if key in stored:
+        _SUMMARY_CACHE[key] = stored[key]
+        return dict(stored[key])
+    out = _read_summary(path)
+    _SUMMARY_CACHE[key] = out
+    try:
+        stored[key] = out
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        tmp = disk.with_name(f".{disk.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stored))
+        os.replace(tmp, disk)
+    except OSError:
+        pass  # a read-only cache dir only costs time
+    return dict(out)
+
+
+def _read_summary(path: Path) -> dict:
     from gguf import GGUFReader
 
     try:
