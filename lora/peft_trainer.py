@@ -58,6 +58,9 @@ def load_base(gguf_path: Path, device: str = "auto"):
     if not p.is_file():
         raise LoraError(f"base model {p} does not exist; check `reverie models list`.")
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the CLI draws its own progress; keep stderr readable
         tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
         model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many types for an unsupported or damaged file
