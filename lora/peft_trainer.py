@@ -8,6 +8,8 @@ training and serving never disagree about a byte of the prompt.
 """
 from __future__ import annotations
 
+import os
+
 import copy
 import hashlib
 import json
@@ -61,6 +63,7 @@ def load_base(gguf_path: Path, device: str = "auto"):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the CLI draws its own progress; keep stderr readable
+        os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantization bar is plain tqdm
         tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
         model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many types for an unsupported or damaged file
