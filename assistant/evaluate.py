@@ -26,7 +26,7 @@ def _dir_bytes(p: Path) -> int:
 def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None,
-                   home: Path | None = None) -> dict:
+                   home: Path | None = None, gate_general: int = 30, gate_texts: int = 5) -> dict:
     from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
                               matrix_to_lists, paired_bootstrap_ci)
     from memory.adapters_ledger import AdapterLedger
@@ -71,7 +71,10 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         session.new()
         for f in tonight:
             session.command(f"/remember {f.statement}")
-        out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True),
+        # the gate inside sleep uses a lighter general probe than the final report
+        out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True,
+                                           general_items=bundled_general_mc()[:gate_general],
+                                           general_texts=texts[:gate_texts]),
                         log=log, on_train=on_train)
         sleeps.append({"night": night, "status": out.status, "message": out.message,
                        "adapter": out.adapter_id, "gate": out.gate})

@@ -19,7 +19,11 @@ from typing import Callable
 from .errors import ReverieError
 
 Log = Callable[[str], None]
-ANCHOR_PROMPTS = 24  # base-model answers mixed into every dataset so the adapter leaves the rest alone
+ANCHOR_PROMPTS = 24
+# 3 epochs of a few facts is ~20 steps, which taught the answer form but not the values on the
+# 135M model (held-back recall 0/8); DESIGN saw 60 steps memorise 4 facts. Bounded for the night.
+MIN_STEPS = 60
+MAX_STEPS = 300  # base-model answers mixed into every dataset so the adapter leaves the rest alone
 
 
 @dataclass
@@ -109,12 +113,15 @@ def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
     return out
 
 
-def _train_config(opts: SleepOptions):
+def _train_config(opts: SleepOptions, n_examples: int | None = None):
     from lora import TrainConfig
 
     kw = {"seed": opts.seed}
     if opts.steps:
         kw["steps"] = opts.steps
+    else:
+        kw["steps"] = MIN_STEPS if n_examples is None else max(
+            MIN_STEPS, min(MAX_STEPS, TrainConfig().total_steps(n_examples)))
     if opts.rank:
         kw["rank"] = opts.rank
         kw["alpha"] = 2.0 * opts.rank
@@ -225,6 +232,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
                    "good_answers": len(goods), "anchors": len(anchors), **dataset.counts(),
                    "dataset_hash": dataset.hash}
+        config = _train_config(opts, len(dataset.train))
         if opts.dry_run:
             log(dataset.dry_run_summary(config))
             return SleepOutcome("dry-run", "dry run: nothing trained.", dataset=summary,
