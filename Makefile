@@ -30,10 +30,11 @@ TORCH_PIP_ARGS ?=
 
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean-venv help
+.PHONY: install demo demo-full test test-fast bench clean-venv help
 
 help:
 	@echo "make demo   - create .venv, install everything, run the demo on the embedded model"
+	@echo "make demo-full - the whole learn -> sleep -> memory-vs-adapter loop (minutes)"
 	@echo "make test   - create .venv if needed, run the whole test suite"
 	@echo "make bench  - run the benchmarks (JSON under bench/results/)"
 
@@ -58,6 +59,10 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/reverie demo --quick
+
+# The full learn → sleep → compare loop on the built-in persona (two nights; slow on 2 CPU cores).
+demo-full: $(STAMP)
 	$(BIN)/reverie demo
 
 test: $(STAMP)
