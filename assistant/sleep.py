@@ -301,10 +301,13 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
     texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()
     ad_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads, adapter=gguf_path)
     try:
+        log(f"  personal recall: {len(probes)} held-back questions, base and adapter")
         pb = ask_probes(base_rt, probes, system_prompt)
         pa = ask_probes(ad_rt, probes, system_prompt)
+        log(f"  general ability: {len(items)} multiple-choice items, base and adapter")
         gb = general_ability(base_rt, items)
         ga = general_ability(ad_rt, items)
+        log(f"  drift: perplexity and KL on {len(texts)} general texts")
         ppl_b = perplexity(base_rt, texts)
         ppl_a = perplexity(ad_rt, texts)
         kl = kl_drift(base_rt, ad_rt, texts)
