@@ -43,20 +43,20 @@ class PersonalResult:
 def ask_probes(runtime, probes: Sequence[Probe], system_prompt: str, max_tokens: int = 48,
                memory_block: Callable[[str], str] | None = None,
                progress: Callable[[int], None] | None = None) -> PersonalResult:
-    """Ask every probe in a fresh conversation (greedy); memory_block(question) adds recalled
-    memories to the system prompt, exactly as chat does."""
+    """Ask every probe in a fresh conversation (greedy); memory_block(question) puts recalled
+    memories in front of the question, exactly as chat does."""
     from quant.runtime import GenerationConfig
 
     cfg = GenerationConfig(max_tokens=max_tokens)
     res = PersonalResult([], [], [], [], [], [])
     for i, p in enumerate(probes):
-        system = system_prompt
+        question = p.question
         if memory_block is not None:
             block = memory_block(p.question)
-            if block:
-                system = f"{system_prompt}\n\n{block}"
-        text, st = runtime.chat([{"role": "system", "content": system},
-                                 {"role": "user", "content": p.question}], cfg)
+            if block:  # placed exactly as ChatSession.build_messages places it
+                question = f"{block}\n\nQuestion: {p.question}"
+        text, st = runtime.chat([{"role": "system", "content": system_prompt},
+                                 {"role": "user", "content": question}], cfg)
         res.correct.append(personal_correct(text, p.answer, p.aliases))
         res.answers.append(text)
         res.prompt_tokens.append(st.prompt_tokens)
