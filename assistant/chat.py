@@ -112,11 +112,6 @@ class ChatSession:
             self.runtime.set_adapter(want)
 
     # --- prompt building --------------------------------------------------------------------
-    def _system_text(self, recalled_block: str) -> str:
-        if not recalled_block:
-            return self.system_prompt
-        return f"{self.system_prompt}\n\n{recalled_block}"
-
     def build_messages(self, user_text: str, recalled_block: str = "") -> tuple[list[dict], int, bool]:
         """Messages that fit in n_ctx − max_tokens: oldest turns dropped first, then the user
         text shortened (its head kept). Returns (messages, turns dropped, input truncated)."""

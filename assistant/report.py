@@ -13,6 +13,8 @@ The dict (as produced by evaluate.py; keys other than "arms" may be missing or N
 """
 from __future__ import annotations
 
+from lora.files import atomic_dir  # one implementation of replace-a-directory-atomically
+
 import json
 import math
 import os
@@ -245,9 +247,7 @@ def write_report(results: dict, out_dir: Path | str) -> Path:
     """
     out_dir = Path(out_dir)
     _arms(results)  # fail before writing anything
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         images = {"Accuracy per arm": plot_accuracy(results, tmp / "accuracy.png").name}
         if plot_forgetting(results, tmp / "forgetting.png"):
             images["Forgetting over nights"] = "forgetting.png"
@@ -255,16 +255,6 @@ def write_report(results: dict, out_dir: Path | str) -> Path:
         (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default)
                                           + "\n", encoding="utf-8")
         os.chmod(tmp, 0o700)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old.{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

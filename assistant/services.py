@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RECALL_K = 6
 RECALL_TOKEN_BUDGET = 300
 # Hybrid recall's shortlist, filtered down to ChatRecall.k by relevance.
 RECALL_CANDIDATES = 12

@@ -288,7 +288,6 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
 
 def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,
                        system_prompt: str, promoted, log: Log) -> dict:
-    from lora.metrics import mean_kl  # noqa: F401  (kl via probes.kl_drift)
     from quant.runtime import load_runtime
 
     from .gate_eval import ask_probes, general_ability

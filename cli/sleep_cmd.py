@@ -37,7 +37,6 @@ def sleep(
                         force=force, gate={"max_general_drop_points": max_general_drop,
                                            "max_ppl_ratio": max_ppl_ratio})
     log = (lambda s: typer.echo(s, err=True))
-    state = {"bar": None}
 
     def on_train(r):
         if r.event not in ("step", "skip"):
