@@ -18,8 +18,6 @@ from lora.files import atomic_dir  # one implementation of replace-a-directory-a
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import ReverieError
