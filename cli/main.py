@@ -34,6 +34,12 @@ try:
 except ImportError:
     pass
 try:
+    from .privacy_cmd import register as _register_privacy
+
+    _register_privacy(app)
+except ImportError:
+    pass
+try:
     from .eval_cmd import register as _register_eval
 
     _register_eval(app)

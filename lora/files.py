@@ -41,6 +41,12 @@ def atomic_dir(target: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        # adapters are trained on personal facts: private like the rest of the data dir
+        for root, dirs, files in os.walk(tmp):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o700)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o600)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old.{os.getpid()}")
