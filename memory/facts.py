@@ -79,9 +79,59 @@ _TRAILING = re.compile(
     r"(?:in|since) \d{4})$", re.IGNORECASE)
 
 
-def split_sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+|\n+", text.strip())
+# --- sentence boundaries -------------------------------------------------------------------
+# A full stop that does not end a sentence (decimals, "Dr.", "e.g.", initials such as "K.") is
+# swapped for this placeholder while sentences are split and values matched, then restored.
+_KEEP = "\ue000"
+# Titles that always precede a name, so their full stop never ends a sentence (case-sensitive).
+_TITLES = ("Dr Mr Mrs Ms Mx Prof Rev Fr Gen Col Capt Lt Sgt Cpl Hon Gov Sen Rep Pres Supt Mt Ft "
+           "Messrs Mme Mlle").split()
+# Abbreviations that may also end a sentence ("I live on Main St."): treated like an initial.
+_ABBREVIATIONS = ("St Ave Rd Blvd Ln Sq Inc Ltd Co Corp Bros Jr Sr Esq Dept Univ Assn etc approx "
+                  "est vs cf ca vol Vol fig Fig Jan Feb Aug Sep Sept Oct Nov Dec").split()
+# After an abbreviation or initial, a capitalised word from this list starts a new sentence
+# ("... Main St. My sister ..."); any other word continues it ("Ursula K. Le Guin").
+_STARTERS = frozenset("""I I'm I've I'd I'll My Mine We We're Our Ours The A An It It's Its He He's
+His She She's Her They They're Their You You're Your But And So Then This That These Those There
+Here What How Why When Where Who Which Do Did Does Is Are Was Were Can Could Would Should Will
+Please Also Anyway Yes No Oh Well Hi Hello Thanks Thank Sorry Now Today Tomorrow Yesterday If
+Maybe Not Let Let's""".split())
+_ALWAYS = re.compile(r"(?<=\d)\.(?=\d)"  # 3.5, 1.80
+                     r"|(?<![\w.])(?:%s)\.(?=\s)" % "|".join(_TITLES)  # Dr. Okafor
+                     + r"|(?<![\w.])[Nn]o\.(?=\s*\d)"  # No. 5
+                     + r"|(?<![\w.])(?:[eE]\.[gG]|[iI]\.[eE])\.")  # e.g. i.e.
+_MAYBE = re.compile(r"(?<![\w.])(?:(?:[A-Za-z]\.){2,}"  # U.S. a.m. (dotted acronyms)
+                    r"|[A-Z]\."  # K. (an initial)
+                    r"|(?:%s)\.)" % "|".join(_ABBREVIATIONS)
+                    + r"(?=(?P<next>\s+[\w']+)?)")
+
+
+def _protect(text: str) -> str:
+    """`text` with every full stop that does not end a sentence replaced by _KEEP."""
+    text = text.replace(_KEEP, "")
+    text = _ALWAYS.sub(lambda m: m.group(0).replace(".", _KEEP), text)
+
+    def maybe(m: re.Match) -> str:
+        inner, last = m.group(0)[:-1].replace(".", _KEEP), m.group(0)[-1]
+        nxt = (m.group("next") or "").strip()
+        ends = nxt in _STARTERS or not nxt[:1].isalnum()
+        return inner + (last if ends else _KEEP)
+
+    return _MAYBE.sub(maybe, text)
+
+
+def _restore(text: str) -> str:
+    return text.replace(_KEEP, ".")
+
+
+def _split_protected(text: str) -> list[str]:
+    parts = re.split(r"(?<=[.!?])\s+|\n+", _protect(text.strip()))
     return [p.strip() for p in parts if p.strip()]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of `text`; abbreviations, initials and decimals do not end one."""
+    return [_restore(p) for p in _split_protected(text)]
 
 
 def normalise(value: str) -> str:
@@ -118,25 +168,28 @@ def extract_facts(text: str) -> list[ExtractedFact]:
     Oslo" must not store "lives in Oslo".
     """
     found: list[ExtractedFact] = []
-    for sentence in split_sentences(text):
+    for protected in _split_protected(text):
+        sentence = _restore(protected)
         if sentence.endswith("?"):
             continue
         for pattern, subject, template in _COMPILED:
-            m = pattern.search(sentence)
+            m = pattern.search(protected)
             if not m:
                 continue
             head = sentence[:m.end()]
             if _NEGATION.search(head):
                 break
-            raw = m.group("v")
+            raw = _restore(m.group("v"))
             value = _clean_value(raw)
-            x = m.groupdict().get("x") or ""
+            x = _restore(m.groupdict().get("x") or "")
             if not value or len(value) > 80 or (x and x.strip().lower() in _SKIP_SUBJECTS):
                 break
             key = _subject_key(subject, x, value)
             article = "an " if value[:1].lower() in "aeiou" else "a "
             canonical = template.format(v=value, x=_subject_key("{x}", x, value) if x else "",
                                         a=article)
+            if canonical.endswith(".."):  # the value ended in an abbreviation ("Acme Inc.")
+                canonical = canonical[:-1]
             found.append(ExtractedFact(key, normalise(value), canonical, sentence))
             break
     return found
