@@ -209,7 +209,8 @@ class Harness:
             out, _ = p.communicate()
         self.stats["kills"] += 1
         self.stats[f"kills_{kind}"] += 1
-        self.log(f"killed {kind} at {at:.1f}s")
+        self.log(f"killed {kind} at {at:.1f}s (kill {self.stats['kills']}, "
+                 f"rows lost {self.stats['rows_lost']}, failures {len(self.failures)})")
         self.check(before, job, out or "")
         self.pending[kind] = job
 
@@ -225,6 +226,7 @@ class Harness:
             self.fail(f"{kind}: the run after the kill exited {rc}: {err.strip()[-300:]}")
             return
         self.stats["recoveries"] += 1
+        self.log(f"reran {kind}: ok in {self.durations[kind]:.1f}s")
         self.check(before, job, out)
         if job.get("ids"):
             c = sqlite3.connect(str(self.home / "ledger.db"))
