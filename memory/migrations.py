@@ -78,3 +78,12 @@ def m004_create_feedback_and_adapters(db):
     db["sleep_runs"].create(
         {"id": str, "started": float, "finished": float, "status": str, "strategy": str,
          "adapter_id": str, "report_path": str, "summary": str}, pk="id")
+
+
+@migrations()
+def m005_index_memories_conversation(db):
+    # Recall's neighbour support looks up the previous/next active turn of a conversation; without
+    # this index each lookup walked the memories table (~130 lookups a query).
+    db.execute("CREATE INDEX idx_memories_conversation ON memories "
+               "(json_extract(source, '$.conversation_id'), seq) "
+               "WHERE kind = 'episodic' AND status = 'active'")

@@ -82,6 +82,7 @@ class MemoryStore:
         self.ledger = ledger or Ledger(self.home)
         self.db = self.ledger.db
         self.vectors = VectorIndex(self.home)
+        self.last_timings: dict[str, float] = {}  # ms per stage of the latest recall
 
     def close(self) -> None:
         self.ledger.close()
@@ -156,17 +157,24 @@ class MemoryStore:
             if kind not in memio.KINDS:
                 raise MemoryStoreError(f"unknown kind {kind!r}; use {', '.join(memio.KINDS)}.")
         n = candidates or max(30, 4 * k)
+        clock = _StageClock()
         rankings: dict[str, list[str]] = {}
         if mode in ("hybrid", "vector"):
             from .embedder import embed_query
 
-            rankings["vector"] = [h.id for h in self.vectors.search(embed_query(query), n, kinds)]
+            vec = embed_query(query)
+            clock.lap("embed")
+            rankings["vector"] = [h.id for h in self.vectors.search(vec, n, kinds)]
+            clock.lap("vector")
         if mode in ("hybrid", "bm25"):
             rankings["bm25"] = [h.id for h in fts_search(self.db.conn, query, n, kinds)]
+            clock.lap("bm25")
         scores = fuse(rankings)
         rows = {r["id"]: r for r in self._rows_by_id(list(scores))}
+        clock.lap("rows")
         if mode == "hybrid":
             scores = neighbour_support(scores, self._neighbours(rows.values()))
+            clock.lap("neighbours")
         now = time.time()
         items = []
         for mid, score in scores.items():
@@ -179,9 +187,10 @@ class MemoryStore:
             items.append(Recalled(mid, row["text"], row["kind"], score,
                                   json.loads(row["source"]), row["created"], ranks))
         items.sort(key=lambda r: (-r.score, -r.created))
-        if token_budget is None:
-            return items[:k]
-        return pack(items, k, token_budget, count_tokens)
+        out = items[:k] if token_budget is None else pack(items, k, token_budget, count_tokens)
+        clock.lap("fuse")
+        self.last_timings = clock.ms
+        return out
 
     def search(self, query: str, k: int = 10, kinds: list[str] | None = None) -> list[Recalled]:
         return self.recall(query, k=k, token_budget=None, kinds=kinds)
@@ -361,23 +370,27 @@ class MemoryStore:
         return out
 
     def _neighbours(self, rows) -> dict[str, list[str]]:
-        """The previous and next episodic memory of the same conversation, for each row."""
-        out: dict[str, list[str]] = {}
+        """The previous and next active episodic memory of the same conversation, for each row.
+
+        One statement for all rows; each lookup is a seek in idx_memories_conversation."""
+        cands = []
         for r in rows:
-            if r["kind"] != "episodic":
-                continue
-            conv = json.loads(r["source"]).get("conversation_id")
-            if conv is None:
-                continue
-            found = []
-            for op, order in (("<", "desc"), (">", "asc")):
-                hit = self.db.execute(
-                    f"select id from memories where seq {op} ? and kind = 'episodic' and "
-                    f"status = 'active' and json_extract(source, '$.conversation_id') = ? "
-                    f"order by seq {order} limit 1", [r["seq"], conv]).fetchone()
-                if hit:
-                    found.append(hit[0])
-            out[r["id"]] = found
+            if r["kind"] == "episodic":
+                conv = json.loads(r["source"]).get("conversation_id")
+                if conv is not None:
+                    cands.append((r["id"], r["seq"], conv))
+        out: dict[str, list[str]] = {}
+        side = ("(select m.id from memories m where json_extract(m.source, '$.conversation_id')"
+                " = c.conv and m.kind = 'episodic' and m.status = 'active' and m.seq {op} c.seq"
+                " order by m.seq {order} limit 1)")
+        for start in range(0, len(cands), 300):
+            chunk = cands[start:start + 300]
+            sql = (f"with c(id, seq, conv) as (values {', '.join(['(?, ?, ?)'] * len(chunk))}) "
+                   f"select c.id, {side.format(op='<', order='desc')}, "
+                   f"{side.format(op='>', order='asc')} from c")
+            params = [v for cand in chunk for v in cand]
+            for mid, before, after in self.db.conn.execute(sql, params).fetchall():
+                out[mid] = [n for n in (before, after) if n is not None]
         return out
 
     def _history(self, old: Memory, reason: str, when: float) -> None:
@@ -470,6 +483,19 @@ class MemoryStore:
         self.vectors.delete([old.id])
         self._vector_put([new])
         return new
+
+
+class _StageClock:
+    """Milliseconds spent per recall stage (the scale benchmark reads store.last_timings)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        t = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (t - self._t) * 1000
+        self._t = t
 
 
 def _write_private(path: Path, text: str) -> None:

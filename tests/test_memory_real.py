@@ -37,3 +37,16 @@ def test_real_chromadb_recall_persists_and_forgets(tmp_path, real_embedder):
     reopened.forget(oslo.id)
     assert oslo.id not in [r.id for r in reopened.recall("Which city is my home?", k=3)]
     reopened.close()
+
+
+@pytest.mark.slow
+def test_query_path_gives_the_same_vectors_as_encode(real_embedder):
+    import numpy as np
+
+    texts = ["Where does Caroline live now?", "hi", "Melanie: I painted a sunrise over the lake "
+             "last week, and it took three hours."]
+    real_embedder.clear_cache()
+    bulk = np.asarray(real_embedder._encode(texts, 64))
+    one = np.asarray([real_embedder._one_thread([t])[0] for t in texts])
+    assert np.abs(bulk - one).max() < 1e-5
+    assert real_embedder.embed_query(texts[0]) == real_embedder.embed_query(texts[0])  # cached

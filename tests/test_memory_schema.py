@@ -19,6 +19,9 @@ EXPECTED = {
     "idx_memory_history_memory": "CREATE INDEX idx_memory_history_memory ON memory_history "
                                  "(memory_id, id)",
     "idx_tombstones_hash": "CREATE INDEX idx_tombstones_hash ON tombstones (text_hash)",
+    "idx_memories_conversation": "CREATE INDEX idx_memories_conversation ON memories "
+                                 "(json_extract(source, '$.conversation_id'), seq) "
+                                 "WHERE kind = 'episodic' AND status = 'active'",
 }
 
 

@@ -196,3 +196,35 @@ def test_pack_respects_k_and_token_budget():
     words = lambda s: len(s.split())  # noqa: E731
     got = pack(items, k=2, token_budget=30, count_tokens=words)
     assert [r.id for r in got] == ["m_1", "m_2"]  # the long first one does not fit; k caps at 2
+
+
+def test_neighbours_are_the_adjacent_active_turns_of_the_same_conversation(store):
+    turn = lambda conv, i, text: store.record_turn(conv, f"t{i}", "user", text)  # noqa: E731
+    a1 = turn("A", 1, "alpha one")
+    b1 = turn("B", 1, "beta one")
+    a2 = turn("A", 2, "alpha two")
+    a3 = turn("A", 3, "alpha three")
+    b2 = turn("B", 2, "beta two")
+    a4 = turn("A", 4, "alpha four")
+    store.forget(a3.id)
+    fact, _ = store.add_fact("My name is Kari")
+    rows = store._rows_by_id([a1.id, a2.id, a4.id, b1.id, b2.id, fact.id])
+    got = store._neighbours(rows)
+    assert got == {a1.id: [a2.id], a2.id: [a1.id, a4.id], a4.id: [a2.id],
+                   b1.id: [b2.id], b2.id: [b1.id]}
+
+
+def test_fts_leaves_out_the_most_common_words_only_over_its_budget(store):
+    from memory.index import fts_search, frequent_terms
+
+    for i in range(30):
+        store.record_turn("c", f"t{i}", "user", f"common word number {i}")
+    store.record_turn("c", "x", "user", "a rare zebra and a common word")
+    db = store.db.conn
+    assert frequent_terms(db, ["common", "zebra"], budget=1000) == set()
+    assert frequent_terms(db, ["common", "zebra"], budget=10) == {"common"}
+    assert frequent_terms(db, ["common"], budget=1) == set()  # never every word
+    assert frequent_terms(db, ["words", "zebras"], budget=10) == {"words"}  # stemmed like FTS
+    hits = fts_search(db, "common zebra", 5, budget=10)
+    assert [h.id for h in hits] == [store.list(limit=1)[0].id]
+    assert len(fts_search(db, "common zebra", 5, budget=None)) == 5
