@@ -1,12 +1,12 @@
-"""Memory benchmarks: LoCoMo evidence recall (hybrid vs vector vs BM25) and query latency at scale.
+"""Memory benchmark: LoCoMo evidence recall (hybrid vs vector vs BM25) and its query latency.
 
 Owns: the scoring (share of a QA item's evidence dia_ids among the top-k retrieved turns, per
-category and overall), latency percentiles, and the synthetic scale test. Every conversation
-gets a fresh store in a temporary directory, so nothing touches the user's data.
+category and overall) and latency percentiles. Every conversation gets a fresh store in a
+temporary directory, so nothing touches the user's data. Latency at 10k/100k memories is
+bench/memory_scale.py.
 """
 from __future__ import annotations
 
-import random
 import statistics
 import tempfile
 import time
@@ -15,6 +15,7 @@ from typing import Callable
 
 from memory import MemoryStore
 from memory import locomo as locomo_format
+from memory.embedder import clear_cache
 
 METHODS = ("hybrid", "vector", "bm25")
 CATEGORIES = (1, 2, 3, 4)
@@ -44,6 +45,7 @@ def run_locomo(path: Path, k: int = 10, log: Callable[[str], None] | None = None
             for qa in locomo_format.qa_items(sample, CATEGORIES):
                 evidence = set(qa["evidence"])
                 for method in METHODS:
+                    clear_cache()  # each method pays for its own query embedding
                     t = time.perf_counter()
                     got = store.recall(str(qa["question"]), k=k, token_budget=None, mode=method,
                                        kinds=["episodic"])
@@ -67,79 +69,6 @@ def run_locomo(path: Path, k: int = 10, log: Callable[[str], None] | None = None
                            "by_method": {m: {"p50": round(percentile(latency[m], 0.5), 2),
                                              "p95": round(percentile(latency[m], 0.95), 2)}
                                          for m in METHODS}}}
-
-
-_SUBJECTS = ["my sister", "the dentist", "our team", "the landlord", "my neighbour", "the coach",
-             "a colleague", "my father", "the bakery", "the museum", "my best friend", "the vet"]
-_VERBS = ["talked about", "cancelled", "recommended", "complained about", "planned", "fixed",
-          "painted", "booked", "forgot", "finished", "started", "visited"]
-_OBJECTS = ["the garden shed", "a trip to Lisbon", "the budget report", "piano lessons",
-            "a hiking route", "the birthday party", "a new laptop", "the kitchen sink",
-            "swimming classes", "a jazz concert", "the insurance claim", "a pottery course"]
-_WHEN = ["on Monday", "last weekend", "in March", "yesterday", "after work", "before lunch"]
-
-
-def synthetic_texts(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
-            f"{rng.choice(_WHEN)} (note {i})" for i in range(n)]
-
-
-def run_scale(sizes=(10_000, 100_000), n_queries: int = 100, pool: int = 512, seed: int = 0,
-              log: Callable[[str], None] | None = None) -> dict:
-    """p50/p95 hybrid query latency with `sizes` synthetic memories.
-
-    Embedding 100k texts would take hours on 2 cores, so each memory's vector is an embedded
-    template sentence plus small noise (still unit length, still clustered like real text);
-    FTS gets the full synthetic text. Latency is what is measured, not relevance.
-    """
-    import json
-
-    import numpy as np
-
-    from memory.embedder import embed
-
-    rng = np.random.default_rng(seed)
-    base_texts = synthetic_texts(pool, seed)
-    base = np.asarray(embed(base_texts), dtype=np.float32)
-    queries = [f"What did {random.Random(i).choice(_SUBJECTS)} say about "
-               f"{random.Random(i + 1).choice(_OBJECTS)}?" for i in range(n_queries)]
-    out = {}
-    for size in sizes:
-        with tempfile.TemporaryDirectory(prefix="reverie-scale-") as tmp:
-            store = MemoryStore(Path(tmp))
-            texts = synthetic_texts(size, seed + 1)
-            pick = rng.integers(0, pool, size)
-            vecs = base[pick] + rng.normal(0, 0.02, (size, base.shape[1])).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            ids = [f"m_syn{i:08d}" for i in range(size)]
-            now = time.time()
-            t0 = time.perf_counter()
-            with store.db.atomic():
-                store.db.conn.executemany(
-                    "insert into memories (id, kind, text, subject, status, created, updated, "
-                    "source) values (?, 'episodic', ?, null, 'active', ?, ?, ?)",
-                    [(mid, t, now - j, now, json.dumps({"synthetic": True}))
-                     for j, (mid, t) in enumerate(zip(ids, texts))])
-                store.db.execute("insert into memories_fts(rowid, body) "
-                                 "select seq, text from memories")
-            store.vectors.add_embedded(ids, vecs.tolist(), texts,
-                                       [{"kind": "episodic", "created": now - j}
-                                        for j in range(size)])
-            build_s = time.perf_counter() - t0
-            store.recall(queries[0], k=10)  # warm caches and the model
-            lat = []
-            for q in queries:
-                t = time.perf_counter()
-                store.recall(q, k=10)
-                lat.append((time.perf_counter() - t) * 1000)
-            out[str(size)] = {"p50_ms": round(percentile(lat, 0.5), 2),
-                              "p95_ms": round(percentile(lat, 0.95), 2),
-                              "build_s": round(build_s, 1), "n_queries": len(lat)}
-            if log:
-                log(f"{size} memories: {out[str(size)]}")
-            store.close()
-    return out
 
 
 if __name__ == "__main__":  # quick manual run: python -m bench.memory_bench FILE [k]

@@ -1,6 +1,8 @@
 """`reverie bench …`: benchmarks that run reverie and its reference side by side."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -32,6 +34,37 @@ def chat(reps: int = typer.Option(5, "--reps", min=1, help="Repetitions of the p
     typer.echo(f"{'reverie':14}{o['tokens_per_s_median']:>10.1f}{o['ttft_s_median'] * 1000:>10.0f}")
     typer.echo(f"{'raw llama.cpp':14}{r['tokens_per_s_median']:>10.1f}{r['ttft_s_median'] * 1000:>10.0f}")
     typer.echo(f"ratio tokens/s {res['ratio_tokens_per_s']:.3f} · ratio TTFT {res['ratio_ttft']:.3f}")
+
+
+@bench_app.command("memory-scale")
+@handle_errors
+def memory_scale(n: list[int] = typer.Option([10_000], "--n", min=1,
+                                           help="Memories in the store (repeat for several sizes)."),
+                 queries: int = typer.Option(200, "--queries", min=1, help="Distinct queries timed."),
+                 k: int = typer.Option(10, "--k", "-k", min=1, help="Memories recalled per query."),
+                 seed: int = typer.Option(0, "--seed", help="Synthetic corpus seed."),
+                 cache_dir: Optional[Path] = typer.Option(
+                     None, "--cache-dir", help="Where built stores are kept (default ~/.cache/reverie)."),
+                 rebuild: bool = typer.Option(False, "--rebuild", help="Build the store again."),
+                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Hybrid recall latency (p50/p95, per stage) over N synthetic memories, built once and cached."""
+    from bench.memory_scale import run
+
+    results = []
+    for size in n:
+        with typer.progressbar(length=size, label=f"embedding {size}", file=sys.stderr) as bar:
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.update(done - bar.pos)
+
+            results.append(run(size, queries, k, seed, cache_dir, rebuild, progress))
+    if json_out:
+        emit_json(results[0] if len(results) == 1 else results)
+        return
+    for r in results:
+        stages = " · ".join(f"{s} {v['p50']:.1f}/{v['p95']:.1f}" for s, v in r["stages_ms"].items())
+        typer.echo(f"{r['n']} memories, {r['n_queries']} queries: p50 {r['p50_ms']:.1f} ms, "
+                   f"p95 {r['p95_ms']:.1f} ms (load average {r['load_average'][0]:.2f})")
+        typer.echo(f"  per stage p50/p95 ms: {stages}")
 
 
 try:  # the memory benchmark's command body lives with the memory commands

@@ -29,3 +29,20 @@ def test_run_locomo_reports_every_method(tmp_path, fake_embedder):  # noqa: F811
     assert res["recall_at_k"]["bm25"] == 1.0  # "Ada's dog" -> D1:1 is in the top 2 of 3 turns
     assert res["by_category"]["4"]["hybrid"] == res["recall_at_k"]["hybrid"]
     assert set(res["latency_ms"]) >= {"p50", "p95"}
+
+
+def test_memory_scale_builds_once_and_reports_percentiles(tmp_path, fake_embedder, monkeypatch):  # noqa: F811
+    import bench.memory_scale as scale
+
+    monkeypatch.setattr(scale, "VERSION", 0)
+    a = scale.corpus(300)
+    assert scale.corpus(120) == a[:120]  # prefix-stable: one embedding cache serves every size
+    assert {kind for kind, _, _ in a} == {"episodic", "fact"}
+    assert len(set(scale.queries(50))) == 50
+    res = scale.run(200, n_queries=20, k=5, root=tmp_path)
+    assert res["active_memories"] == 200 and res["n_queries"] == 20
+    assert 0 < res["p50_ms"] <= res["p95_ms"] and res["build"]["cached"] is False
+    assert {"embed", "vector", "bm25", "rows", "neighbours", "fuse"} <= set(res["stages_ms"])
+    again = scale.run(200, n_queries=5, root=tmp_path)
+    assert again["build"]["cached"] is True
+    assert (tmp_path / "emb-v0-s0.npy").exists()

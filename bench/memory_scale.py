@@ -1,0 +1,261 @@
+"""Memory recall latency at scale: N synthetic conversation memories, p50/p95 of hybrid recall.
+
+Owns: a deterministic synthetic corpus (conversations between named speakers, plus some facts),
+embedding it for real in batches (cached, so 100k is embedded once and 10k reuses its prefix),
+building a store from it (cached too), and timing ≥200 varied queries per stage.
+
+    python -m bench.memory_scale --n 10000 --queries 200      (or `reverie bench memory-scale`)
+
+The store is built through SQL and precomputed embeddings rather than add_fact/record_turn, so
+building 100k costs the embedding time only; what it measures is MemoryStore.recall itself.
+Every query is a different text and the query-embedding cache is cleared before each one, so
+the cache never hides the embedding cost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+VERSION = 1  # bump when the corpus generator changes: cached corpora are then rebuilt
+CHUNK = 2048  # texts embedded between checkpoints of the embedding cache
+
+_NAMES = ("Ada Bruno Chen Dara Elif Farid Greta Hiro Ines Jonas Kemi Lars Maya Nils Omar Priya "
+          "Quinn Rosa Sven Tariq Uma Vera Wim Xena Yusuf Zoe Anya Bilal Cleo Dmitri Esme Felix "
+          "Gwen Hamid Iris Joel Kira Luca Mina Noor Otto Pia Rafael Sana Theo Ulla Viktor Wren "
+          "Yara Zain").split()
+_PEOPLE = ["my sister", "my brother", "the dentist", "our team", "the landlord", "my neighbour",
+           "the coach", "a colleague", "my father", "my mother", "my best friend", "the vet",
+           "my manager", "the plumber", "my cousin", "the teacher", "my grandmother", "the baker"]
+_VERBS = ["talked about", "cancelled", "recommended", "complained about", "planned", "fixed",
+          "painted", "booked", "forgot", "finished", "started", "visited", "sold", "bought",
+          "postponed", "organised", "photographed", "repaired", "reviewed", "rehearsed"]
+_OBJECTS = ["the garden shed", "a trip to Lisbon", "the budget report", "piano lessons",
+            "a hiking route", "the birthday party", "a new laptop", "the kitchen sink",
+            "swimming classes", "a jazz concert", "the insurance claim", "a pottery course",
+            "the wedding speech", "a camping weekend", "the tax return", "a chess tournament",
+            "the bike repair", "a cooking class", "the attic", "a job interview",
+            "the school play", "a marathon", "the car lease", "a yoga retreat", "the roof",
+            "a museum tour", "the quarterly review", "a sourdough starter", "the vegetable patch",
+            "a ferry ticket", "the dog's vaccinations", "a violin recital", "the moving boxes",
+            "a surprise dinner", "the photo album", "a language exchange", "the climbing gym",
+            "a charity run", "the book club", "a road trip to Porto"]
+_PLACES = ["in Oslo", "at the office", "in the park", "at home", "near the station", "in Berlin",
+           "at the lake", "downtown", "at the library", "in the mountains", "at the beach",
+           "in Kyoto", "at the market", "in Nairobi", "at the gym", "in Montreal"]
+_WHEN = ["on Monday", "last weekend", "in March", "yesterday", "after work", "before lunch",
+         "on Friday night", "last summer", "two weeks ago", "this morning", "in December",
+         "over the holidays", "on Sunday afternoon", "last year"]
+_FEEL = ["it was exhausting", "it went better than expected", "nobody showed up on time",
+         "it cost far too much", "the weather ruined it", "everyone loved it",
+         "it took three hours", "I still can't believe it", "it was a total mess"]
+_FAV = ["colour", "food", "book", "film", "band", "season", "sport", "city", "drink", "author"]
+_FAV_VALUES = ["teal", "ramen", "Dune", "Alien", "Radiohead", "autumn", "tennis", "Lisbon",
+               "oolong tea", "Ursula K. Le Guin", "dumplings", "Middlemarch", "jazz", "Vienna"]
+
+_TURNS = [
+    "{P} {v} {o} {w}.",
+    "I {v} {o} {pl} {w}, and {f}.",
+    "Did you hear that {p} {v} {o}? {F}.",
+    "Honestly, {o} {pl} was the highlight of my week; {f}.",
+    "{P} and I {v} {o} {w}.",
+    "Remember when we {v} {o} {pl}? {F}.",
+    "I think {p} {v} {o} {pl}, but I'm not sure.",
+    "We {v} {o} {w} with {n}.",
+]
+_QUERIES = [
+    "What did {p} say about {o}?",
+    "When did {n} mention {o}?",
+    "Who {v} {o}?",
+    "What happened {pl} {w}?",
+    "Tell me about {o}.",
+    "Did {n} ever talk about {o} {pl}?",
+    "What is my favourite {fav}?",
+    "How did {o} go?",
+    "Which trip did {n} plan {w}?",
+    "{n} {o}",
+]
+
+
+def corpus(n: int, seed: int = 0) -> list[tuple[str, str, dict]]:
+    """n (kind, text, source) items: conversations of 20-150 turns, about 1 in 20 items a fact.
+
+    Prefix-stable: corpus(m)[:n] == corpus(n) for m > n, so one embedding cache serves all sizes."""
+    rng = random.Random(seed)
+    out: list[tuple[str, str, dict]] = []
+    conv, left, speakers, turn = 0, 0, ("", ""), 0
+    while len(out) < n:
+        if rng.random() < 0.05:
+            fav = rng.choice(_FAV)
+            out.append(("fact", f"The user's favourite {fav} is {rng.choice(_FAV_VALUES)}.",
+                        {"command": "remember", "synthetic": True}))
+            continue
+        if left == 0:
+            conv, left, turn = conv + 1, rng.randint(20, 150), 0
+            speakers = tuple(rng.sample(_NAMES, 2))
+        p = rng.choice(_PEOPLE)
+        text = rng.choice(_TURNS).format(
+            p=p, P=p[:1].upper() + p[1:], v=rng.choice(_VERBS), o=rng.choice(_OBJECTS),
+            pl=rng.choice(_PLACES), w=rng.choice(_WHEN), f=(f := rng.choice(_FEEL)),
+            F=f[:1].upper() + f[1:], n=rng.choice(_NAMES))
+        turn += 1
+        out.append(("episodic", text, {"conversation_id": f"syn{conv:05d}", "turn_id": f"t{turn}",
+                                       "speaker": speakers[turn % 2], "synthetic": True}))
+        left -= 1
+    return out
+
+
+def queries(n: int, seed: int = 1) -> list[str]:
+    """n distinct questions over the corpus vocabulary (and some that match nothing well)."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        q = rng.choice(_QUERIES).format(
+            p=rng.choice(_PEOPLE), o=rng.choice(_OBJECTS), n=rng.choice(_NAMES),
+            v=rng.choice(_VERBS), pl=rng.choice(_PLACES), w=rng.choice(_WHEN), fav=rng.choice(_FAV))
+        seen.setdefault(q)
+    return list(seen)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reverie" / "memory-scale"
+
+
+def embeddings(texts: list[str], cache: Path, progress: Callable[[int, int], None] | None = None):
+    """float32 (len(texts), DIM) unit vectors, embedded in batches; cache[:len] is reused."""
+    import numpy as np
+
+    from memory.embedder import embed
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    have = np.load(cache) if cache.exists() else np.zeros((0, 384), dtype=np.float32)
+    if progress:
+        progress(min(len(have), len(texts)), len(texts))
+    while len(have) < len(texts):
+        chunk = texts[len(have):len(have) + CHUNK]
+        vecs = np.asarray(embed(chunk, batch_size=128), dtype=np.float32)
+        have = np.concatenate([have, vecs])
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, have)
+        os.replace(tmp, cache)  # a checkpoint: an interrupted build resumes here
+        if progress:
+            progress(len(have), len(texts))
+    return have[:len(texts)]
+
+
+def build(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
+    """A store home with n synthetic memories (cached under root); returns (home, build info)."""
+    import numpy as np
+
+    from memory import MemoryStore
+    from memory.store import index_text
+
+    root = Path(root or cache_root())
+    home = root / f"store-v{VERSION}-s{seed}-n{n}"
+    marker = home / "built.json"
+    if marker.exists() and not rebuild:
+        return home, {**json.loads(marker.read_text()), "cached": True}
+    shutil.rmtree(home, ignore_errors=True)
+    items = corpus(n, seed)
+    bodies = [index_text(text, src) for _, text, src in items]
+    t0 = time.perf_counter()
+    vecs = embeddings(bodies, root / f"emb-v{VERSION}-s{seed}.npy", progress)
+    embed_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    store = MemoryStore(home)
+    now = time.time()
+    ids = [f"m_syn{i:09d}" for i in range(n)]
+    created = [now - (n - i) * 600.0 for i in range(n)]  # one every 10 minutes, oldest first
+    with store.db.atomic():
+        store.db.conn.executemany(
+            "insert into memories (id, kind, text, subject, status, created, updated, source) "
+            "values (?, ?, ?, null, 'active', ?, ?, ?)",
+            [(ids[i], kind, text, created[i], created[i], json.dumps(src, sort_keys=True))
+             for i, (kind, text, src) in enumerate(items)])
+        seqs = [r[0] for r in store.db.execute("select seq from memories order by seq")]
+        store.db.conn.executemany("insert into memories_fts(rowid, body) values (?, ?)",
+                                  list(zip(seqs, bodies)))
+    store.vectors.add_embedded(ids, np.asarray(vecs, dtype=np.float32), bodies,
+                               [{"kind": kind, "created": created[i]}
+                                for i, (kind, _, _) in enumerate(items)])
+    info = {"n": n, "seed": seed, "embed_s": round(embed_s, 1),
+            "index_s": round(time.perf_counter() - t1, 1)}
+    store.close()
+    marker.write_text(json.dumps(info))
+    return home, {**info, "cached": False}
+
+
+def run(n: int = 10_000, n_queries: int = 200, k: int = 10, seed: int = 0,
+        root: Path | None = None, rebuild: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        log: Callable[[str], None] | None = None) -> dict:
+    """Build (or reuse) n memories, then time n_queries distinct hybrid recalls."""
+    from bench.memory_bench import percentile
+    from memory import MemoryStore
+    from memory.embedder import clear_cache
+
+    if n < 1 or n_queries < 1:
+        raise ValueError("n and the number of queries must be at least 1")
+    home, info = build(n, seed, root, rebuild, progress)
+    store = MemoryStore(home)
+    try:
+        warm = queries(n_queries + 3, seed + 1000)  # disjoint warm-up texts
+        for q in warm[:3]:
+            store.recall(q, k=k, token_budget=None)  # load the model, open chromadb, warm pages
+        qs = queries(n_queries, seed + 1)
+        lat: list[float] = []
+        stages: dict[str, list[float]] = {}
+        for q in qs:
+            clear_cache()  # a query seen in an earlier run (or size) must not skip its embedding
+            t = time.perf_counter()
+            store.recall(q, k=k, token_budget=None)
+            lat.append((time.perf_counter() - t) * 1000)
+            for stage, ms in store.last_timings.items():
+                stages.setdefault(stage, []).append(ms)
+        count = store.db.execute("select count(*) from memories where status = 'active'").fetchone()[0]
+    finally:
+        store.close()
+    import torch
+
+    res = {"n": n, "active_memories": count, "n_queries": len(lat), "k": k,
+           "p50_ms": round(percentile(lat, 0.5), 2), "p95_ms": round(percentile(lat, 0.95), 2),
+           "p99_ms": round(percentile(lat, 0.99), 2), "max_ms": round(max(lat), 2),
+           "stages_ms": {s: {"p50": round(percentile(v, 0.5), 2), "p95": round(percentile(v, 0.95), 2)}
+                         for s, v in stages.items()},
+           "build": info, "store": str(home), "load_average": [round(x, 2) for x in os.getloadavg()],
+           "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if log:
+        log(f"{n} memories: p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms")
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m bench.memory_scale", description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--rebuild", action="store_true")
+    a = ap.parse_args(argv)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rembedding {done}/{total}", end="" if done < total else "\n", file=sys.stderr,
+              flush=True)
+
+    out = [run(n, a.queries, a.k, a.seed, a.cache_dir, a.rebuild, progress,
+               log=lambda m: print(m, file=sys.stderr)) for n in a.n]
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
