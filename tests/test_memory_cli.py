@@ -96,3 +96,76 @@ def test_help_explains():
     for cmd in ("ls", "search", "show", "add", "edit", "forget", "history", "export", "import",
                 "stats", "reindex", "import-conversation"):
         assert cmd in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["edit", "m_doesnotexist", "new text"], "unknown memory id"),
+    (["history", "m_doesnotexist"], "unknown memory id"),
+    (["search", ""], "query is empty"),
+    (["add", "   "], "fact is empty"),
+    (["ls", "--kind", "dream"], "unknown kind"),
+    (["import", "missing.jsonl"], "missing.jsonl"),
+])
+def test_more_bad_input_exits_1_with_a_message(home, args, message):
+    r = run(*args)
+    assert r.exit_code == 1, r.output
+    assert message in r.stderr and "Traceback" not in r.output
+
+
+def test_forgotten_id_says_so(home):
+    mid = json.loads(run("add", "I live in Bergen", "--json").stdout)["memory"]["id"]
+    assert run("forget", mid).exit_code == 0
+    r = run("show", mid)
+    assert r.exit_code == 1 and "forgotten" in r.stderr
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"\n\n", b"not json at all\n", b"\xff\xfe\x00garbage\n", b'{"id": "m_1", "kind": "fact"\n',
+    b'[{"id": "m_1"}]\n',
+])
+def test_malformed_import_files_exit_1_and_change_nothing(home, tmp_path, content):
+    run("add", "My favourite colour is green")
+    before = json.loads(run("stats", "--json").stdout)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    r = run("import", str(bad))
+    if content.strip():
+        assert r.exit_code == 1, r.output
+        assert "Traceback" not in r.output and r.stderr.strip()
+    else:  # an empty file is a valid export of nothing
+        assert r.exit_code == 0 and "imported 0" in r.stdout
+    assert json.loads(run("stats", "--json").stdout) == before
+
+
+@pytest.mark.parametrize("content", [
+    "not json", "{}", '[{"conversation": "nope"}]', '[{"conversation": {"speaker_a": "A"}}]',
+    '{"sample_id": "x", "conversation": {"session_1": [{"speaker": "A"}]}}',
+])
+def test_malformed_conversation_import_exits_1_and_changes_nothing(home, tmp_path, content):
+    run("add", "My favourite colour is green")
+    before = json.loads(run("stats", "--json").stdout)
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    r = run("import-conversation", str(bad), "--format", "locomo")
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and r.stderr.strip()
+    assert json.loads(run("stats", "--json").stdout) == before
+
+
+def test_import_conflicting_or_forgotten_id_exits_1_and_changes_nothing(home, tmp_path):
+    mid = json.loads(run("add", "I live in Bergen", "--json").stdout)["memory"]["id"]
+    export = tmp_path / "mem.jsonl"
+    run("export", str(export))
+    rec = json.loads(export.read_text())
+    rec["text"] = "I live in Paris"
+    conflict = tmp_path / "conflict.jsonl"
+    conflict.write_text(json.dumps(rec) + "\n")
+    before = json.loads(run("stats", "--json").stdout)
+    r = run("import", str(conflict))
+    assert r.exit_code == 1 and "different memory with this id" in r.stderr
+    assert json.loads(run("stats", "--json").stdout) == before
+    run("forget", mid)
+    before = json.loads(run("stats", "--json").stdout)
+    r = run("import", str(export))
+    assert r.exit_code == 1 and "forgotten" in r.stderr
+    assert json.loads(run("stats", "--json").stdout) == before
