@@ -101,7 +101,12 @@ class Harness:
     def run_to_end(self, job: dict, timeout: float = 900) -> tuple[int, str, str]:
         t0 = time.time()
         p = self.start(job)
-        out, err = p.communicate(job["stdin"], timeout=timeout)
+        try:
+            out, err = p.communicate(job["stdin"], timeout=timeout)
+        except BaseException:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
         # the longest full run sets the kill window (a rerun of a committed import is quick)
         self.durations[job["kind"]] = max(self.durations.get(job["kind"], 0), time.time() - t0)
         return p.returncode, out, err
@@ -207,6 +212,10 @@ class Harness:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             out, _ = p.communicate()
+        except BaseException:
+            os.killpg(p.pid, signal.SIGKILL)  # never leave a child running behind the harness
+            p.wait()
+            raise
         self.stats["kills"] += 1
         self.stats[f"kills_{kind}"] += 1
         self.log(f"killed {kind} at {at:.1f}s (kill {self.stats['kills']}, "
@@ -262,14 +271,18 @@ def run(kills: int = 20, budget_s: float | None = None, seed: int = 0, kinds=KIN
         work.mkdir()
         h = Harness(home, work, seed, log, sleep_recovery)
         i = 0
-        while h.stats["kills"] < kills and (budget_s is None or time.time() - t0 < budget_s):
-            kind = kinds[i % len(kinds)]
-            i += 1
-            h.kill_one(kind)
-            if recover == "every" and kind in h.pending:
-                h.recover(kind)
-            if i > 4 * kills:
-                break  # commands keep finishing before the kill: stop rather than spin
+        try:
+            while h.stats["kills"] < kills and (budget_s is None or time.time() - t0 < budget_s):
+                kind = kinds[i % len(kinds)]
+                i += 1
+                h.kill_one(kind)
+                if recover == "every" and kind in h.pending:
+                    h.recover(kind)
+                if i > 4 * kills:
+                    break  # commands keep finishing before the kill: stop rather than spin
+        except KeyboardInterrupt:
+            # Ctrl-C ends the kill phase early; the reruns, reindex and summary still happen
+            h.log("interrupted: finishing reruns and the final checks")
         for kind in list(h.pending):
             h.recover(kind)
         index = h.reindex()
