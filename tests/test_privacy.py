@@ -132,10 +132,14 @@ def test_wipe_refuses_a_directory_that_is_not_reverie_data(reverie_home):
 
 
 def test_private_modes_on_files_that_memory_add_and_adapters_create(filled):
+    from memory.ledger import Ledger
+
     assert mode(filled) == 0o700
+    ledger = Ledger(filled)  # an open writer keeps the WAL files in place
+    ledger.new_conversation()
     for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "settings.json"):
-        if (filled / name).exists():
-            assert mode(filled / name) == 0o600, name
+        assert mode(filled / name) == 0o600, name
+    ledger.close()
     assert mode(filled / "chroma") == 0o700
     adapter = filled / "adapters" / "v001-abc"
     assert mode(adapter) == 0o700
