@@ -50,3 +50,15 @@ def test_query_path_gives_the_same_vectors_as_encode(real_embedder):
     one = np.asarray([real_embedder._one_thread([t])[0] for t in texts])
     assert np.abs(bulk - one).max() < 1e-5
     assert real_embedder.embed_query(texts[0]) == real_embedder.embed_query(texts[0])  # cached
+
+
+@pytest.mark.slow
+def test_first_query_in_a_fresh_process_does_not_hang():
+    # the query path loads the model and traces it on first use; both take locks
+    import subprocess
+    import sys
+
+    code = ("from memory import embedder; v = embedder.embed_query('where do I live?'); "
+            "assert len(v) == embedder.DIM; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
