@@ -30,15 +30,24 @@ def _home(home: Path | None) -> Path:
 
 
 def path_adapter_resolver(ref: str, home: Path) -> Path:
-    """The resolver that works today: ref must be a path to a GGUF LoRA file."""
+    """ref is a path to a GGUF LoRA file, or an adapter version from `reverie adapters ls`."""
     p = Path(ref).expanduser()
     if p.is_file():
         return p
     if p.suffix == ".gguf" or "/" in ref:
         raise ReverieError(f"adapter file {p} does not exist; check the path.")
-    raise ReverieError(f"no adapter file {ref!r}; pass the path to a GGUF LoRA file "
-                       "(adapter versions from `reverie adapters` are resolved once a resolver "
-                       "is installed with assistant.quant_api.set_adapter_resolver).")
+    from .adapters_api import adapter_get
+
+    try:
+        row = adapter_get(home, ref)
+    except Exception as e:  # noqa: BLE001 - the ledger's own not-found error, worded for merge
+        raise ReverieError(f"no adapter file or adapter version {ref!r}; pass the path to a GGUF "
+                           "LoRA file or a version from `reverie adapters ls`.") from e
+    gguf = Path(row.gguf or "")
+    if not row.gguf or not gguf.is_file():
+        raise ReverieError(f"adapter {row.id}'s GGUF file {row.gguf or '(none)'} is missing; "
+                           "it cannot be merged.")
+    return gguf
 
 
 _resolver: AdapterResolver = path_adapter_resolver
@@ -195,3 +204,41 @@ def to_mlx(model: str | None, out: str | None = None, bits: int = 8, home: Path 
     except OSError as e:
         raise ReverieError(f"cannot write {out_dir}: {e.strerror or e}; choose a writable --out.") from e
     return {"name": name, "source": str(path), "path": str(out_dir), "requant_bits": bits}
+
+
+def check_merge_type(qtype: str) -> str:
+    """A `sleep --merge` value, checked before the night's work starts ("" and "none" pass)."""
+    if not qtype or qtype.lower() in ("none", "off", "no"):
+        return qtype
+    from quant.quantize import check_type
+
+    return check_type(qtype, allow_same=True)
+
+
+def merge_on_promotion(home: Path, model: str, adapter_id: str, gguf: Path | str,
+                       qtype: str | None = None, log: Progress = _quiet) -> dict:
+    """`reverie sleep`'s hook after a promotion: bake the promoted adapter into its base.
+
+    qtype: the `sleep --merge TYPE` value; None or "" falls back to the `merge_on_promote`
+    setting; "none" (or an empty setting) turns it off and returns {}. A failed merge never
+    fails the night (the adapter is already promoted and serves at run time): it is logged and
+    returned as {"error": ...}; nothing half-written is registered (merge_adapter's guarantee).
+    """
+    from .config import Settings
+
+    if not qtype:
+        qtype = str(Settings.load(home).extra.get("merge_on_promote", "") or "")
+    if not qtype or qtype.lower() in ("none", "off", "no"):
+        return {}
+    from quant.errors import QuantError
+
+    name = _safe_name(f"{model}-{adapter_id}-{'merged' if qtype == 'same' else qtype.lower()}")
+    log(f"merging {adapter_id} into {model} ({qtype}) as model {name}")
+    try:
+        r = merge_adapter(str(gguf), qtype, name=name, base=model, home=home, progress=log)
+    except (ReverieError, QuantError, OSError) as e:
+        log(f"merge after promotion failed: {e}")
+        return {"error": str(e), "type": qtype, "summary": f"merge failed: {e}"}
+    return {"name": r["name"], "path": r["path"], "type": r["type"],
+            "size_bytes": r["size_bytes"], "seconds": r["seconds"],
+            "summary": f"merged into model {r['name']!r} ({r['type']})"}

@@ -43,6 +43,7 @@ class SleepOptions:
     eval_probes: list | None = None  # Probe list for personal recall; default: held-back phrasings
     max_general: int = 60
     phrasings_per_fact: int = 4
+    merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
 
     def __post_init__(self):
         if self.strategy not in ("retrain", "incremental"):
@@ -272,6 +273,12 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         if decision.passed:
             adapters.promote(vid)
             status, msg = "promoted", f"{vid} promoted"
+            from .quant_api import merge_on_promotion  # the logic lives there (issue 6)
+
+            merged = merge_on_promotion(home, model.name, vid, gguf_path, opts.merge, log)
+            if merged:
+                metrics["merged_model"] = merged
+                msg += f"; {merged['summary']}"
         else:
             adapters.set_status(vid, "rejected")
             status, msg = "rejected", f"{vid} rejected: " + "; ".join(decision.reasons)

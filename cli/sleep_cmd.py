@@ -27,15 +27,21 @@ def sleep(
     force: bool = typer.Option(False, "--force", help="Train even if nothing is new."),
     max_general_drop: float = typer.Option(1.0, "--max-general-drop", help="Gate: allowed drop in general accuracy, points."),
     max_ppl_ratio: float = typer.Option(1.05, "--max-ppl-ratio", help="Gate: allowed perplexity ratio adapter/base."),
+    merge: str = typer.Option("", "--merge",
+                              help="On promotion also bake the adapter into the base and register "
+                                   "the merged model: Q8_0, Q4_K_M, Q4_1, F16, same or none "
+                                   "(default: the merge_on_promote setting, else none)."),
     json_out: bool = JsonOpt,
 ):
     """The nightly job: learn today's facts and feedback into a LoRA adapter, measure what was
     learned and forgotten, and promote it only if it passes the gate."""
+    from assistant.quant_api import check_merge_type
     from assistant.sleep import SleepOptions, run_sleep
 
     opts = SleepOptions(strategy=strategy, dry_run=dry_run, model=model, steps=steps, rank=rank,
                         force=force, gate={"max_general_drop_points": max_general_drop,
-                                           "max_ppl_ratio": max_ppl_ratio})
+                                           "max_ppl_ratio": max_ppl_ratio},
+                        merge=check_merge_type(merge))
     log = (lambda s: typer.echo(s, err=True))
 
     def on_train(r):

@@ -139,3 +139,52 @@ def test_report_json_on_default_model(app):
     assert d["name"] == "smollm2-135m" and d["file_type"] == "Q4_1"
     assert 2 < d["perplexity"] < 100 and d["tokens_scored"] > 500
     assert d["decode_tokens_per_s"] > 0 and d["kl_mean"] is None
+
+
+def test_adapter_version_resolves_through_the_ledger(tmp_path, home):
+    from assistant import quant_api
+    from assistant.adapters_api import _ledger
+    from assistant.errors import ReverieError
+    from memory.adapters_ledger import AdapterLedger
+
+    write_tiny_model(tmp_path / "tiny.gguf")
+    ad = _adapter(tmp_path / "adapter.gguf")
+    AdapterLedger(_ledger(home)).add(id="v7-abc", model="tiny", path=str(tmp_path), gguf=str(ad))
+    assert quant_api.path_adapter_resolver("v7", home) == ad
+    r = quant_api.merge_adapter("v7", "F32", base=str(tmp_path / "tiny.gguf"), home=home)
+    assert r["merged_tensors"] == 1
+    with pytest.raises(ReverieError, match="adapter version 'v9'"):
+        quant_api.path_adapter_resolver("v9", home)
+
+
+def test_merge_on_promotion_setting_and_option(tmp_path, home):
+    """sleep's hook: option > setting > off; a failure is reported, never raised or registered."""
+    from assistant import quant_api
+    from assistant.config import Settings
+
+    write_tiny_model(tmp_path / "tiny.gguf")
+    ad = _adapter(tmp_path / "adapter.gguf")
+    base = str(tmp_path / "tiny.gguf")
+    assert quant_api.merge_on_promotion(home, base, "v1", ad) == {}  # no option, no setting
+    Settings(extra={"merge_on_promote": "Q8_0"}).save(home)
+    assert quant_api.merge_on_promotion(home, base, "v1", ad, "none") == {}
+    logs = []
+    r = quant_api.merge_on_promotion(home, base, "v1", ad, log=logs.append)
+    assert r["type"] == "Q8_0" and "error" not in r, r
+    assert _registered(home)[r["name"]]["file_type"] == "Q8_0" and logs
+    r = quant_api.merge_on_promotion(home, base, "v2", ad, "F16")
+    assert r["type"] == "F16" and r["name"].endswith("v2-f16")
+    # a wrong-architecture adapter: an error entry, the night goes on, nothing registered
+    bad = _adapter(tmp_path / "gemma.gguf", arch="gemma3")
+    before = set(_registered(home))
+    r = quant_api.merge_on_promotion(home, base, "v3", bad, "Q8_0")
+    assert "architecture 'gemma3'" in r["error"]
+    assert set(_registered(home)) == before
+
+
+def test_sleep_merge_option_rejects_a_bad_type_before_any_work(home):
+    from cli.main import app
+
+    r = CliRunner().invoke(app, ["sleep", "--merge", "Q5"])
+    assert r.exit_code == 1 and "unknown quantization type 'Q5'" in r.output
+    assert "Traceback" not in r.output
