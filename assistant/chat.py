@@ -66,6 +66,8 @@ class CommandResult:
 class ChatSession:
     """One conversation with one loaded model. Memory and feedback hooks are optional services."""
 
+    memory_example = True  # the worked example in front of recalled memories (assistant.prompting)
+
     def __init__(self, home: Path, model: str | None = None, backend: str = "auto",
                  use_memory: bool | None = None, use_adapter: bool = True,
                  system_prompt: str | None = None, max_tokens: int | None = None,
@@ -113,36 +115,38 @@ class ChatSession:
 
     # --- prompt building --------------------------------------------------------------------
     def build_messages(self, user_text: str, recalled_block: str = "") -> tuple[list[dict], int, bool]:
-        """Messages that fit in n_ctx − max_tokens: oldest turns dropped first, then the user
-        text shortened (its head kept). Returns (messages, turns dropped, input truncated)."""
+        """Messages that fit in n_ctx − max_tokens: oldest turns dropped first, then the worked
+        example, then the memories, then the user text shortened (its head kept). Layout in
+        assistant.prompting. Returns (messages, turns dropped, input truncated)."""
+        from .prompting import messages_for
+
         rt = self.runtime
         budget = rt.n_ctx - self.settings.max_tokens - CONTEXT_MARGIN
-        # Recalled memories go in front of the question, not in the system prompt: on the 135M
-        # model that raised memory-only accuracy from 0.60 to 0.70 (bench/memory_qa.py, 10 dev
-        # facts); the system prompt stays exactly the configured one.
-        system = {"role": "system", "content": self.system_prompt}
-        if recalled_block:
-            user_text = f"{recalled_block}\n\nQuestion: {user_text}"
         history = list(self.history)
         dropped = 0
+
+        def build(hist, block=recalled_block, example=self.memory_example):
+            return messages_for(self.system_prompt, user_text, block, hist, example=example)
 
         def size(msgs):
             return rt.count_tokens(rt.format_chat(msgs))
 
-        user = {"role": "user", "content": user_text}
-        while history and size([system, *history, user]) > budget:
+        while history and size(build(history)) > budget:
             history = history[2:] if len(history) >= 2 else []
             dropped += 2
+        msgs = build(history)
+        if size(msgs) > budget and recalled_block:
+            msgs = build([], example=False)
+        if size(msgs) > budget:
+            msgs = build([], block="")
         truncated = False
-        if size([system, user]) > budget and recalled_block:
-            user = {"role": "user", "content": user_text.split("\n\nQuestion: ", 1)[-1]}
-        over = size([system, user]) - budget
+        over = size(msgs) - budget
         if over > 0:
-            ids = rt.tokenize(user["content"], add_bos=False)
+            ids = rt.tokenize(msgs[-1]["content"], add_bos=False)
             keep = max(1, len(ids) - over - 8)
-            user = {"role": "user", "content": rt.detokenize(ids[:keep])}
+            msgs[-1] = {"role": "user", "content": rt.detokenize(ids[:keep])}
             truncated = True
-        return [system, *history, user], dropped, truncated
+        return msgs, dropped, truncated
 
     # --- a turn ------------------------------------------------------------------------------
     def send(self, text: str, on_text: Callable[[str], None] | None = None) -> TurnResult:

@@ -47,16 +47,14 @@ def ask_probes(runtime, probes: Sequence[Probe], system_prompt: str, max_tokens:
     memories in front of the question, exactly as chat does."""
     from quant.runtime import GenerationConfig
 
+    from .prompting import messages_for
+
     cfg = GenerationConfig(max_tokens=max_tokens)
     res = PersonalResult([], [], [], [], [], [])
     for i, p in enumerate(probes):
-        question = p.question
-        if memory_block is not None:
-            block = memory_block(p.question)
-            if block:  # placed exactly as ChatSession.build_messages places it
-                question = f"{block}\n\nQuestion: {p.question}"
-        text, st = runtime.chat([{"role": "system", "content": system_prompt},
-                                 {"role": "user", "content": question}], cfg)
+        block = memory_block(p.question) if memory_block is not None else ""
+        # laid out exactly as chat lays it out (assistant.prompting)
+        text, st = runtime.chat(messages_for(system_prompt, p.question, block), cfg)
         res.correct.append(personal_correct(text, p.answer, p.aliases))
         res.answers.append(text)
         res.prompt_tokens.append(st.prompt_tokens)

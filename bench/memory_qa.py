@@ -7,8 +7,8 @@ instead). Then every held-out question is asked in a fresh conversation; an answ
 when it contains `answer` or an alias, case-insensitively. Question turns are not recorded as
 memories, so items stay independent of the order they are asked in.
 
-Variants change only what is recalled and how it is shown (ChatRecall policy, placement of the
-block, an extra system-prompt line); the facts are told once and shared by all variants.
+Variants change only what is recalled and how it is shown (ChatRecall policy, the worked
+example in front of the memories); the facts are told once and shared by all variants.
 
 Run: .venv/bin/python -m bench.memory_qa [FACTS] [--variants default,user_turn] [--limit N]
 """
@@ -24,19 +24,17 @@ from pathlib import Path
 
 DEFAULT_FACTS = "/work/shared/data/persona-dev.jsonl"
 
-# name -> (ChatRecall overrides, placement, extra system line or None)
-VARIANTS: dict[str, tuple[dict, str, str | None]] = {
-    "default": ({}, "system", None),
-    "no_memory": ({}, "off", None),
-    "old_block": ({}, "legacy", None),  # the pre-issue block: everything recalled, ids, header
-    "third_person": ({"style": "third"}, "system", None),
-    "ids": ({"ids": True}, "system", None),
-    "k1": ({"k": 1}, "system", None),
-    "k5": ({"k": 5}, "system", None),
-    "no_threshold": ({"min_cosine": -1.0, "max_gap": 9.0}, "system", None),
-    "no_episodic": ({"episodic": False}, "system", None),
-    "user_turn": ({}, "user", None),
-    "instructed": ({}, "system", "Use what the user has told you to answer questions about them."),
+# name -> (ChatRecall overrides, memory on, worked example in front of the memories)
+VARIANTS: dict[str, tuple[dict, bool, bool]] = {
+    "default": ({}, True, True),
+    "no_memory": ({}, False, True),
+    "no_example": ({}, True, False),
+    "third_person": ({"style": "third"}, True, True),
+    "ids": ({"ids": True}, True, True),
+    "k1": ({"k": 1}, True, True),
+    "k5": ({"k": 5}, True, True),
+    "no_threshold": ({"min_cosine": -1.0, "max_gap": 9.0}, True, True),
+    "no_episodic": ({"episodic": False}, True, True),
 }
 
 
@@ -59,48 +57,13 @@ def is_correct(answer: str, rec: dict) -> bool:
     return any(a.lower() in text for a in [rec["answer"], *rec.get("aliases", [])])
 
 
-def _session_class():
-    from assistant.chat import ChatSession
-
-    class BenchSession(ChatSession):
-        """Places the memory block where the variant says (system prompt or user preamble)."""
-        placement = "system"
-        system_extra: str | None = None
-
-        def _system_text(self, recalled_block: str) -> str:
-            base = self.system_prompt + (f" {self.system_extra}" if self.system_extra else "")
-            return f"{base}\n\n{recalled_block}" if recalled_block else base
-
-        def build_messages(self, user_text, recalled_block=""):
-            if self.placement == "user" and recalled_block:
-                return super().build_messages(f"{recalled_block}\n\nQuestion: {user_text}", "")
-            return super().build_messages(user_text, recalled_block)
-
-    return BenchSession
-
-
-def _legacy_recall(services):
-    """The recall used before this benchmark existed: hybrid top-6, all kinds, ids shown."""
-    from memory import format_for_prompt
-
-    def recall(query, runtime):
-        items = services.memory.recall(query, k=6, token_budget=300,
-                                       count_tokens=runtime.count_tokens)
-        return items, format_for_prompt(items)
-    return recall
-
-
 def ask_all(session, items: list[dict], variant: str, log=None) -> dict:
     from memory.recall import ChatRecall
 
-    overrides, placement, extra = VARIANTS[variant]
-    services = session.services
-    services.recall_policy = ChatRecall(**overrides)
-    services.recall = (_legacy_recall(services) if placement == "legacy"
-                       else type(services).recall.__get__(services))
-    session.use_memory = placement != "off"
-    session.placement = "user" if placement == "user" else "system"
-    session.system_extra = extra
+    overrides, memory_on, example = VARIANTS[variant]
+    session.services.recall_policy = ChatRecall(**overrides)
+    session.use_memory = memory_on
+    session.memory_example = example
     per_item, prompt_tokens, ttft = [], [], []
     for rec in items:
         answers = []
@@ -119,7 +82,7 @@ def ask_all(session, items: list[dict], variant: str, log=None) -> dict:
         if log:
             log(f"{variant} {rec['id']}: {n_ok}/{len(answers)}")
     asked = sum(p["asked"] for p in per_item)
-    return {"variant": variant, "policy": overrides, "placement": placement, "system_extra": extra,
+    return {"variant": variant, "policy": overrides, "memory": memory_on, "example": example,
             "accuracy": sum(p["correct"] for p in per_item) / asked if asked else 0.0,
             "asked": asked, "prompt_tokens_mean": statistics.mean(prompt_tokens) if asked else 0,
             "ttft_s_median": statistics.median(ttft) if asked else 0, "items": per_item}
@@ -138,7 +101,9 @@ def run(facts_path=DEFAULT_FACTS, model: str | None = None, backend: str = "llam
         raise ValueError(f"tell must be chat, remember or both, got {tell!r}")
     items = load_items(Path(facts_path))[:limit]
     home = Path(home or tempfile.mkdtemp(prefix="reverie-memqa-"))
-    session = _session_class()(home, model=model, backend=backend, use_memory=True,
+    from assistant.chat import ChatSession
+
+    session = ChatSession(home, model=model, backend=backend, use_memory=True,
                                use_adapter=False, max_tokens=max_tokens)
     t0 = time.perf_counter()
     try:

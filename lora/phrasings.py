@@ -12,6 +12,16 @@ import unicodedata
 from dataclasses import dataclass
 
 _ARTICLES = ("a ", "an ", "the ")
+# Roles that name a person: "My dentist is Dr. Okafor." is asked as "Who is my dentist?"
+_PEOPLE = frozenset("""
+partner wife husband spouse boyfriend girlfriend fiance fiancee mother mom mum father dad parent
+son daughter child brother sister sibling cousin aunt uncle niece nephew grandmother grandfather
+grandma grandpa friend best friend neighbour neighbor flatmate roommate boss manager colleague
+coworker mentor teacher tutor coach doctor dentist gp therapist physio vet lawyer accountant
+landlord landlady hairdresser barber trainer favourite author favourite singer favourite actor
+favourite artist favourite writer favourite composer favourite painter favourite poet
+""".replace("best friend", "best_friend").replace("favourite ", "favourite_").split())
+_PEOPLE = frozenset(w.replace("_", " ") for w in _PEOPLE)
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,8 @@ def second_person(statement: str) -> str:
 def _favourite(topic: str, value: str) -> tuple[str, ...]:
     kind = topic.split(" ", 1)[1]
     fav = topic.split(" ", 1)[0]
-    return (f"What is my {topic}?", f"What's my {topic}?", f"Which {kind} do I like best?",
+    who = (f"Who is my {topic}?",) if topic.lower() in _PEOPLE else ()
+    return who + (f"What is my {topic}?", f"What's my {topic}?", f"Which {kind} do I like best?",
             f"What {kind} do I like most?", f"Tell me my {topic}.",
             f"Do you remember my {topic}?", f"Name my {topic}.", f"Which {kind} is my {fav}?")
 
@@ -119,8 +130,13 @@ def _rules(s: str) -> Phrasing | None:
         qs = [f"What is my {topic}?", f"What's my {topic}?", f"Tell me my {topic}.",
               f"Do you remember my {topic}?", f"Remind me what my {topic} is.",
               f"What did I tell you my {topic} is?"]
-        if v[:1].isupper() and not v.lower().startswith(_ARTICLES):
+        if topic.lower() in _PEOPLE:
+            qs[2:2] = [f"Who is my {topic}?", f"Who's my {topic}?"]
+        elif v[:1].isupper() and not v.lower().startswith(_ARTICLES):
             qs.append(f"Who or what is my {topic}?")
+        if v.lower().startswith(_ARTICLES) and topic.lower() not in _PEOPLE:
+            # "My car is a green Volvo": asked as "What kind of car do I have?"
+            qs[2:2] = [f"What kind of {topic} do I have?", f"What {topic} do I have?"]
         if " " not in topic:
             qs.append(f"Which {topic} is mine?")
         return Phrasing(topic, _strip_article(v), f"Your {topic} is {v}.", tuple(qs))
