@@ -187,23 +187,54 @@ def quality_report(model: str | None, against: str | None = None, home: Path | N
     return d
 
 
-def to_mlx(model: str | None, out: str | None = None, bits: int = 8, home: Path | None = None,
-           progress: Progress = _quiet) -> dict:
-    """Write an MLX model directory (quantized) for a GGUF model; any GGUF type incl. K-quants."""
+def to_mlx(model: str | None, out: str | None = None, bits: int = 8, name: str | None = None,
+           register: bool = True, home: Path | None = None, progress: Progress = _quiet) -> dict:
+    """Write an MLX model directory (quantized) for a GGUF model; any GGUF type incl. K-quants.
+
+    The directory is written under a temporary name and renamed when complete; it is registered
+    as model `name` (default SOURCE-mlx) only after that, so a failure leaves nothing behind.
+    """
+    import shutil
+
     from quant.gguf_mlx import load_gguf_model, save_mlx_model
 
     home = _home(home)
-    name, path = _model_path(home, model)
-    out_dir = Path(out).expanduser() if out else home / "models" / f"{name}-mlx"
-    if out_dir.exists() and any(out_dir.iterdir()):
+    src_name, path = _model_path(home, model)
+    reg = _registry(home)
+    name = name or _safe_name(f"{src_name}-mlx")
+    if register and name in reg.names():
+        raise ReverieError(f"a model named {name!r} already exists; pass --name NEW_NAME or "
+                           f"remove it with `reverie models remove {name}`.")
+    out_dir = Path(out).expanduser() if out else reg.models_dir / name
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ReverieError(f"{out_dir} already exists and is not empty; pass --out NEW_DIR.")
-    progress(f"converting {path.name} to MLX")
-    mdl, tok, config = load_gguf_model(path, requant_bits=bits)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
     try:
-        save_mlx_model(mdl, config, out_dir, tok)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        progress(f"converting {path.name} to MLX")
+        mdl, tok, config = load_gguf_model(path, requant_bits=bits)
+        save_mlx_model(mdl, config, tmp, tok)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        tmp.rename(out_dir)
     except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise ReverieError(f"cannot write {out_dir}: {e.strerror or e}; choose a writable --out.") from e
-    return {"name": name, "source": str(path), "path": str(out_dir), "requant_bits": bits}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = {"name": src_name, "source": str(path), "path": str(out_dir), "requant_bits": bits}
+    if register:
+        chat = next((m.chat_format for m in reg.list() if m.name == src_name), "")
+        try:
+            reg.add(name, out_dir, description=f"{src_name} converted to MLX "
+                    f"(K-quants requantized at {bits} bits)", source="mlx", chat_format=chat)
+        except Exception:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        result["registered_as"] = name
+    return result
 
 
 def check_merge_type(qtype: str) -> str:

@@ -127,14 +127,20 @@ def to_mlx_cmd(
     model: Optional[str] = typer.Argument(None, help="Model name or .gguf path (default: the default model)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (default: models/NAME-mlx in the data dir)."),
     bits: int = typer.Option(8, "--bits", help="Bits for tensors MLX cannot hold exactly (K-quants): 4 or 8."),
+    name: Optional[str] = typer.Option(None, "--name", "-n",
+                                       help="Register the result under this name (default: MODEL-mlx)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Only write the directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr."),
 ):
-    """Write an MLX-quantized copy of a GGUF model that the MLX runtime loads."""
+    """Write an MLX-quantized copy of a GGUF model that the MLX runtime loads, and register it."""
     from assistant.quant_api import to_mlx
 
-    r = to_mlx(model, out=out, bits=bits, home=home(), progress=_progress(quiet))
+    r = to_mlx(model, out=out, bits=bits, name=name, register=not no_register, home=home(),
+               progress=_progress(quiet))
     if json_out:
         emit_json(r)
         return
     typer.echo(f"{r['source']} -> {r['path']} (MLX, requantized tensors at {r['requant_bits']} bits)")
+    if r.get("registered_as"):
+        typer.echo(f"  use it: reverie chat --model {r['registered_as']} (served by MLX)")

@@ -227,8 +227,10 @@ def load_gguf_model(path: str | Path, requant_bits: int = 8):
     model = _build(config, weights, quant)
     mx.eval(model.parameters())
     config["quantization"] = quant
+    # arch and chat template travel with the directory so the registry can serve it alone
     config["reverie_source"] = {"gguf": str(Path(path).resolve()), "requant_bits": requant_bits,
-                                "file_type": int(g.get("general.file_type", -1))}
+                                "file_type": int(g.get("general.file_type", -1)), "arch": arch,
+                                "chat_template": g.get("tokenizer.chat_template", "") or ""}
     return model, tokenizer, config
 
 

@@ -1,7 +1,8 @@
-"""The model registry: which GGUF models reverie can run, and which one is the default.
+"""The model registry: which models reverie can run, and which one is the default.
 
 Owns: the built-in models (the embedded SmolLM2 from its wheel, Gemma 3 270M assembled from its
-wheels on first use), user-added local GGUF files, and models.json in the data dir.
+wheels on first use), user-added local GGUF files and MLX model directories (written by
+`reverie quant to-mlx`; served by the MLX runtime only), and models.json in the data dir.
 Does not know about runtimes, memory or adapters.
 """
 from __future__ import annotations
@@ -70,6 +71,44 @@ def check_gguf(path: Path) -> None:
     version, n_tensors = struct.unpack("<IQ", head[4:16])
     if version not in (2, 3) or n_tensors == 0 or size < 1024:
         raise QuantError(f"{path} looks truncated or corrupt (GGUF v{version}, {size} bytes); re-download or re-create it.")
+
+
+def is_mlx_dir(path: Path) -> bool:
+    """A directory written by save_mlx_model (config.json is written last, so it marks completion)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def check_model_path(path: Path) -> None:
+    """check_gguf for files; for directories, a complete MLX model directory."""
+    path = Path(path)
+    if path.is_dir():
+        missing = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
+        if missing:
+            raise QuantError(f"{path} is not an MLX model directory (missing {', '.join(missing)}); "
+                             "pass a .gguf file or a directory from `reverie quant to-mlx`.")
+        return
+    check_gguf(path)
+
+
+def model_summary(path: Path) -> dict:
+    """gguf_summary for a GGUF file; arch, file type 'MLX' and chat template for an MLX dir."""
+    path = Path(path)
+    if not path.is_dir():
+        return gguf_summary(path)
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise QuantError(f"{path}/config.json is unreadable ({e}); re-run `reverie quant to-mlx`.") from e
+    src = cfg.get("reverie_source") or {}
+    arch = src.get("arch") or {"gemma3_text": "gemma3"}.get(cfg.get("model_type", ""), cfg.get("model_type", ""))
+    return {"arch": arch, "file_type": "MLX", "chat_template": src.get("chat_template", "")}
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return path.stat().st_size
 
 
 _SUMMARY_CACHE: dict[str, dict] = {}
@@ -200,7 +239,7 @@ class Registry:
                                  description=meta.get("description", ""),
                                  arch=meta.get("arch", ""), file_type=meta.get("file_type", ""),
                                  chat_format=meta.get("chat_format", ""), present=p.exists(),
-                                 size_bytes=p.stat().st_size if p.exists() else 0))
+                                 size_bytes=_size(p) if p.exists() else 0))
         return out
 
     def default_name(self) -> str:
@@ -217,11 +256,12 @@ class Registry:
                 break
         else:
             p = Path(name).expanduser()
-            if p.suffix == ".gguf" and p.exists():
-                check_gguf(p)
-                s = gguf_summary(p)
-                return ModelInfo(name=p.stem, path=str(p.resolve()), source="path",
-                                 arch=s["arch"], file_type=s["file_type"], size_bytes=p.stat().st_size)
+            if (p.suffix == ".gguf" and p.exists()) or is_mlx_dir(p):
+                check_model_path(p)
+                s = model_summary(p)
+                return ModelInfo(name=p.stem if p.is_file() else p.name, path=str(p.resolve()),
+                                 source="path", arch=s["arch"], file_type=s["file_type"],
+                                 size_bytes=_size(p))
             raise QuantError(
                 f"unknown model {name!r}; known: {', '.join(self.names())}. "
                 "Add a local GGUF with `reverie models add NAME PATH`."
@@ -234,11 +274,11 @@ class Registry:
                     else f"the file is gone; re-add it with `reverie models add {m.name} PATH`")
             raise QuantError(f"model {m.name!r} is registered but its file {m.path} is missing; {hint}.")
         path = Path(m.path)
-        check_gguf(path)
+        check_model_path(path)
         if not m.arch:
-            s = gguf_summary(path)
+            s = model_summary(path)
             m.arch, m.file_type = s["arch"], s["file_type"]
-        m.size_bytes = path.stat().st_size
+        m.size_bytes = _size(path)
         return m
 
     def _assemble_gemma(self) -> Path:
@@ -267,8 +307,8 @@ class Registry:
         if name in BUILTINS:
             raise QuantError(f"{name!r} is a built-in model name; choose another name.")
         path = Path(path).expanduser().resolve()
-        check_gguf(path)
-        s = gguf_summary(path)
+        check_model_path(path)
+        s = model_summary(path)
         state = self._state()
         state["user"][name] = {"path": str(path), "description": description, "source": source,
                                "arch": s["arch"], "file_type": s["file_type"], "chat_format": chat_format}

@@ -213,13 +213,18 @@ def default_threads() -> int:
 def load_runtime(model: ModelInfo, backend: str = "auto", n_ctx: int = 2048, threads: int = 0,
                  adapter: str | None = None) -> Runtime:
     from .chat_format import pick
-    from .registry import gguf_summary
+    from .registry import model_summary
     from pathlib import Path
 
+    if Path(model.path).is_dir():  # an MLX directory from `reverie quant to-mlx`
+        if backend == "llama.cpp":
+            raise QuantError(f"model {model.name!r} is an MLX directory; llama.cpp serves GGUF "
+                             "files only: use --backend mlx (or the GGUF it came from).")
+        backend = "mlx"
     backend = resolve_backend(backend)
     template = ""
     if not model.chat_format:
-        template = gguf_summary(Path(model.path)).get("chat_template", "")
+        template = model_summary(Path(model.path)).get("chat_template", "")
     fmt = pick(model.chat_format, model.arch, template)
     threads = threads or default_threads()
     if backend == "llama.cpp":

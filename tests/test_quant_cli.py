@@ -188,3 +188,72 @@ def test_sleep_merge_option_rejects_a_bad_type_before_any_work(home):
     r = CliRunner().invoke(app, ["sleep", "--merge", "Q5"])
     assert r.exit_code == 1 and "unknown quantization type 'Q5'" in r.output
     assert "Traceback" not in r.output
+
+
+def test_to_mlx_writes_registers_and_the_runtime_serves_it(app, tmp_path, home):
+    """to-mlx: a complete directory, registered as a model (file type MLX) that load_runtime
+    serves with MLX by name, with the same logits as MLX on the GGUF itself."""
+    pytest.importorskip("mlx.core")
+    from test_mlx_runtime import _tiny_llama
+
+    from quant.errors import QuantError
+    from quant.registry import Registry
+    from quant.runtime import load_runtime
+
+    _tiny_llama(tmp_path / "tiny.gguf")
+    r = CliRunner().invoke(app, ["to-mlx", str(tmp_path / "tiny.gguf"), "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["registered_as"] == "tiny-mlx"
+    m = Registry(home).get("tiny-mlx")
+    assert m.file_type == "MLX" and m.arch == "llama" and m.size_bytes > 0
+    assert sorted(p.name for p in (home / "models").iterdir()) == ["tiny-mlx"]  # no .partial left
+    rt = load_runtime(m, "auto", n_ctx=64, threads=1)
+    ref = load_runtime(Registry(home).get(str(tmp_path / "tiny.gguf")), "mlx", n_ctx=64, threads=1)
+    assert rt.backend == "mlx"
+    ids = [0, 3, 1, 2, 5, 8]
+    np.testing.assert_allclose(rt.logits(ids), ref.logits(ids), atol=1e-5)
+    rt.close(), ref.close()
+    with pytest.raises(QuantError, match="MLX directory"):
+        load_runtime(m, "llama.cpp", n_ctx=64, threads=1)
+    # a directory path works as a model too, and the same name twice is refused before any work
+    assert Registry(home).get(out["path"]).file_type == "MLX"
+    r = CliRunner().invoke(app, ["to-mlx", str(tmp_path / "tiny.gguf")])
+    assert r.exit_code == 1 and "already exists" in r.output
+
+
+@pytest.mark.parametrize("case", ["unwritable", "not_empty", "bad_bits"])
+def test_to_mlx_errors_exit_1_and_leave_nothing(app, tmp_path, home, case):
+    pytest.importorskip("mlx.core")
+    from test_mlx_runtime import _tiny_llama
+
+    _tiny_llama(tmp_path / "tiny.gguf")
+    args = ["to-mlx", str(tmp_path / "tiny.gguf")]
+    if case == "unwritable":
+        (tmp_path / "afile").write_text("x")
+        args += ["--out", str(tmp_path / "afile" / "m")]
+        expect = "cannot write"
+    elif case == "not_empty":
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "x").write_text("x")
+        args += ["--out", str(tmp_path / "full")]
+        expect = "not empty"
+    else:
+        args += ["--bits", "7"]
+        expect = "requant_bits must be one of"
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert expect in r.output and "Traceback" not in r.output
+    assert _registered(home) == {}
+    assert not list(tmp_path.glob("**/.*.partial"))
+
+
+def test_registry_refuses_an_incomplete_mlx_dir(tmp_path, home):
+    from quant.errors import QuantError
+    from quant.registry import Registry
+
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(QuantError, match="missing model.safetensors"):
+        Registry(home).add("half", tmp_path / "half")
+    assert _registered(home) == {}
