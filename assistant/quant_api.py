@@ -112,7 +112,10 @@ def merge_adapter(adapter: str, qtype: str = "same", name: str | None = None,
     base_name, base_path = _model_path(home, base)
     reg = _registry(home)
     tag = qtype.lower() if qtype != "same" else "merged"
-    name = name or _safe_name(f"{base_name}-{Path(adapter_path).stem}-{tag}")
+    stem = Path(adapter_path).stem
+    if stem == "adapter":  # sleep's adapters are all adapter.gguf in a directory named for the version
+        stem = Path(adapter_path).parent.name
+    name = name or _safe_name(f"{base_name}-{stem}-{tag}")
     if name in reg.names():
         raise ReverieError(f"a model named {name!r} already exists; pass --name NEW_NAME or "
                            f"remove it with `reverie models remove {name}`.")

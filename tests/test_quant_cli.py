@@ -148,11 +148,12 @@ def test_adapter_version_resolves_through_the_ledger(tmp_path, home):
     from memory.adapters_ledger import AdapterLedger
 
     write_tiny_model(tmp_path / "tiny.gguf")
-    ad = _adapter(tmp_path / "adapter.gguf")
-    AdapterLedger(_ledger(home)).add(id="v7-abc", model="tiny", path=str(tmp_path), gguf=str(ad))
+    (tmp_path / "v7-abc").mkdir()
+    ad = _adapter(tmp_path / "v7-abc" / "adapter.gguf")  # sleep's layout
+    AdapterLedger(_ledger(home)).add(id="v7-abc", model="tiny", path=str(ad.parent), gguf=str(ad))
     assert quant_api.path_adapter_resolver("v7", home) == ad
     r = quant_api.merge_adapter("v7", "F32", base=str(tmp_path / "tiny.gguf"), home=home)
-    assert r["merged_tensors"] == 1
+    assert r["merged_tensors"] == 1 and r["name"] == "tiny-v7-abc-f32"  # named for the version
     with pytest.raises(ReverieError, match="adapter version 'v9'"):
         quant_api.path_adapter_resolver("v9", home)
 
@@ -257,3 +258,38 @@ def test_registry_refuses_an_incomplete_mlx_dir(tmp_path, home):
     with pytest.raises(QuantError, match="missing model.safetensors"):
         Registry(home).add("half", tmp_path / "half")
     assert _registered(home) == {}
+
+
+@pytest.mark.parametrize("case", ["bad_type", "unwritable", "missing_src", "wrong_shape_adapter"])
+def test_quantize_and_merge_bad_input_register_nothing(app, tmp_path, home, case):
+    """The issue's bad inputs through the CLI: exit 1, `error:` message, no traceback, nothing
+    registered and no output file left behind."""
+    write_tiny_model(tmp_path / "tiny.gguf")
+    (tmp_path / "afile").write_text("x")
+    if case == "bad_type":
+        args = ["quantize", str(tmp_path / "tiny.gguf"), "--type", "Q3_Z", "--name", "q",
+                "--out", str(tmp_path / "out.gguf")]
+        expect = "unknown quantization type"
+    elif case == "unwritable":
+        args = ["quantize", str(tmp_path / "tiny.gguf"), "--type", "F16", "--name", "q",
+                "--out", str(tmp_path / "afile" / "out.gguf")]
+        expect = "cannot write"
+    elif case == "missing_src":
+        args = ["quantize", str(tmp_path / "nope.gguf"), "--type", "F16", "--name", "q"]
+        expect = "nope"
+    else:  # same architecture, other dimensions: a model it was not trained on
+        from quant.merge import write_lora_gguf
+
+        rng = np.random.default_rng(0)
+        ad = write_lora_gguf(tmp_path / "big.gguf", "llama", {"blk.0.attn_q.weight": (
+            rng.normal(0, 0.1, (4, 576)).astype(np.float32),
+            rng.normal(0, 0.1, (576, 4)).astype(np.float32))}, 8.0)
+        args = ["merge", "--adapter", str(ad), "--base", str(tmp_path / "tiny.gguf"), "--name", "q"]
+        expect = "does not fit base"
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "error:" in r.output and expect in r.output and "Traceback" not in r.output
+    assert _registered(home) == {}
+    assert {p.name for p in tmp_path.iterdir()} - {"tiny.gguf", "afile", "home", "big.gguf"} == set()
+    models = home / "models"
+    assert not models.is_dir() or list(models.iterdir()) == []
