@@ -44,11 +44,13 @@ class SleepOptions:
     max_general: int = 60
     phrasings_per_fact: int = 4
     merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
+    # steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else TrainConfig's)
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         if self.strategy not in ("retrain", "incremental"):
             raise ReverieError(f"unknown strategy {self.strategy!r}; use retrain or incremental.")
-        if self.steps < 0 or self.rank < 0 or self.learning_rate < 0:
+        if self.steps < 0 or self.rank < 0 or self.learning_rate < 0 or self.checkpoint_every < 0:
             raise ReverieError("steps, rank and learning rate must be positive (0 = default).")
 
 
@@ -128,6 +130,12 @@ def _train_config(opts: SleepOptions, n_examples: int | None = None):
         kw["alpha"] = 2.0 * opts.rank
     if opts.learning_rate:
         kw["learning_rate"] = opts.learning_rate
+    every = opts.checkpoint_every or os.environ.get("REVERIE_CHECKPOINT_EVERY", "").strip()
+    if every:
+        try:
+            kw["checkpoint_every"] = int(every)
+        except ValueError:
+            raise ReverieError(f"REVERIE_CHECKPOINT_EVERY must be a whole number of steps, got {every!r}.")
     return TrainConfig(**kw)
 
 
@@ -183,6 +191,10 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     fb_ids = sorted(f.id for f in feedback if f.kind in ("fix", "good"))
     promoted = adapters.promoted(model.name)
     strategy = opts.strategy
+    if not opts.dry_run:
+        # we hold the sleep lock, so a run still marked running died (killed, power loss)
+        for rid in adapters.close_stale_runs():
+            log(f"an earlier sleep ({rid}) did not finish; its checkpoint, if any, is resumed")
 
     if not facts and not corrections and not goods:
         if promoted is not None:
@@ -250,6 +262,8 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         result = train_peft(dataset, config, base_rt.chat_format.render, out_dir=out_dir,
                             work_dir=home / "work" / "sleep", base_model_path=Path(model.path),
                             on_report=on_train, init_adapter=init, provenance=prov, arch=model.arch)
+        if result.resumed_from:
+            log(f"resumed training from the checkpoint at step {result.resumed_from}")
         if result.aborted or result.adapter_dir is None:
             adapters.finish_run(run_id, "aborted", summary={"reason": result.abort_reason})
             return SleepOutcome("aborted", f"training aborted: {result.abort_reason}; the promoted "

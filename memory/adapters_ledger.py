@@ -114,5 +114,15 @@ class AdapterLedger:
                                                "report_path": report_path,
                                                "summary": json.dumps(summary or {})})
 
+    def close_stale_runs(self) -> list[str]:
+        """Mark runs still 'running' as 'interrupted' (call only while holding the sleep lock:
+        then no live process owns them). Returns their ids."""
+        rows = [r["id"] for r in self.db["sleep_runs"].rows_where("status = 'running'")]
+        if rows:
+            with self.db.atomic():
+                for rid in rows:
+                    self.db["sleep_runs"].update(rid, {"finished": now(), "status": "interrupted"})
+        return rows
+
     def runs(self, limit: int = 20) -> list[dict]:
         return list(self.db["sleep_runs"].rows_where(order_by="started desc", limit=limit))

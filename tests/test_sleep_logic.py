@@ -85,3 +85,29 @@ def test_schedule_bad_time():
     assert r.exit_code == 1 and "HH:MM" in r.output
     r = runner.invoke(app, ["schedule", "install", "--at", "03:30", "--dry-run"])
     assert r.exit_code == 0 and "sleep" in r.output
+
+
+def test_checkpoint_every_from_option_or_environment(monkeypatch):
+    from assistant.sleep import _train_config
+
+    monkeypatch.delenv("REVERIE_CHECKPOINT_EVERY", raising=False)
+    assert _train_config(SleepOptions(steps=8)).checkpoint_every == 25  # TrainConfig's default
+    monkeypatch.setenv("REVERIE_CHECKPOINT_EVERY", "2")
+    assert _train_config(SleepOptions(steps=8)).checkpoint_every == 2
+    assert _train_config(SleepOptions(steps=8, checkpoint_every=3)).checkpoint_every == 3
+    monkeypatch.setenv("REVERIE_CHECKPOINT_EVERY", "often")
+    with pytest.raises(ReverieError, match="REVERIE_CHECKPOINT_EVERY"):
+        _train_config(SleepOptions(steps=8))
+    with pytest.raises(ReverieError):
+        SleepOptions(checkpoint_every=-1)
+
+
+def test_runs_left_running_by_a_killed_sleep_are_closed(reverie_home):
+    reverie_home.mkdir(parents=True, exist_ok=True)
+    led = AdapterLedger(Ledger(reverie_home))
+    dead = led.start_run("retrain")
+    done = led.start_run("retrain")
+    led.finish_run(done, "promoted")
+    assert led.close_stale_runs() == [dead]
+    assert {r["id"]: r["status"] for r in led.runs()} == {dead: "interrupted", done: "promoted"}
+    assert led.close_stale_runs() == []
