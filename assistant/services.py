@@ -104,12 +104,12 @@ class Services:
 
     # --- adapters ----------------------------------------------------------------------------
     def promoted_adapter_for(self, runtime) -> str | None:
-        """The promoted adapter's file for this runtime (GGUF for llama.cpp, the adapter dir for
-        MLX), read from the ledger on every turn so a new promotion is picked up live."""
+        """The promoted adapter's GGUF LoRA file, read from the ledger on every turn so a new
+        promotion is picked up live. Both runtimes take the same file: llama.cpp natively, MLX
+        as LoRA layers (its model is loaded from the GGUF, so q/k rows are already in GGUF order)."""
         from memory.adapters_ledger import AdapterLedger
 
         row = AdapterLedger(self.ledger).promoted(runtime.model.name)
         if row is None:
             return None
-        path = row.gguf if runtime.backend == "llama.cpp" else row.path
-        return path if path and Path(path).exists() else None
+        return row.gguf if row.gguf and Path(row.gguf).exists() else None

@@ -2,12 +2,16 @@
 
 Owns: loading a GGUF (or a directory written by `save_mlx_model`) through gguf_mlx, KV-cached
 greedy/sampled decoding with llama.cpp's end-of-generation ids, full logits for scoring, and
-mlx-lm LoRA adapter directories (adapter_config.json + adapters.safetensors) applied to and
-removed from the loaded model. Knows nothing about chat history.
+LoRA adapters applied to and removed from the loaded model: GGUF LoRA files (the very file
+llama.cpp loads with `lora_path`; its q/k rows are already in GGUF order, which is the order of
+a model loaded from GGUF, so they apply as they are) and mlx-lm adapter directories
+(adapter_config.json + adapters.safetensors). Knows nothing about chat history or about
+reverie's own adapter directories (assistant/ points this at their exported GGUF).
 """
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -107,23 +111,33 @@ class MLXRuntime(Runtime):
 
     # --- adapters ---------------------------------------------------------------------------
     def set_adapter(self, path: str | None) -> None:
-        """Apply an mlx-lm adapter directory (LoRA/DoRA on this GGUF's layout) or remove it."""
+        """Apply a GGUF LoRA file or an mlx-lm adapter directory, or remove the adapter (None)."""
         if path is not None and path == self.adapter_path:
             return
+        gguf_lora = None
         if path is not None:
-            d = Path(path)
-            missing = [n for n in ("adapter_config.json", "adapters.safetensors") if not (d / n).is_file()]
-            if missing:
-                raise QuantError(f"{path} is not an mlx-lm adapter directory (missing {', '.join(missing)}); "
-                                 "for llama.cpp use a GGUF adapter with --backend llama.cpp.")
+            p = Path(path)
+            if p.is_file():
+                gguf_lora = read_gguf_lora(p)  # validated before the model is touched
+            else:
+                missing = [n for n in ("adapter_config.json", "adapters.safetensors") if not (p / n).is_file()]
+                if missing:
+                    raise QuantError(f"{path} is neither a GGUF LoRA file nor an mlx-lm adapter directory "
+                                     f"(missing {', '.join(missing)}); pass the adapter's .gguf file.")
         _remove_adapters(self._model)
         self.adapter_path = None
         if path is None:
             return
-        from mlx_lm.tuner.utils import load_adapters
-
         try:
-            load_adapters(self._model, str(path))
+            if gguf_lora is not None:
+                _apply_gguf_lora(self._model, self.config, gguf_lora, path)
+            else:
+                from mlx_lm.tuner.utils import load_adapters
+
+                load_adapters(self._model, str(path))
+        except QuantError:
+            _remove_adapters(self._model)
+            raise
         except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
             _remove_adapters(self._model)  # leave the base model usable
             raise QuantError(f"cannot apply adapter {path}: {e}. Was it trained on this base model?") from e
@@ -151,3 +165,94 @@ def _remove_adapters(model) -> None:
             restore.append((name, module.embedding))
     if restore:
         model.update_modules(tree_unflatten(restore))
+
+
+@dataclass
+class GGUFLora:
+    arch: str
+    alpha: float
+    tensors: dict[str, tuple[np.ndarray, np.ndarray]]  # "blk.N.attn_q" -> (A (r, in), B (out, r))
+
+
+def read_gguf_lora(path: Path) -> GGUFLora:
+    """Read a GGUF LoRA (general.type=adapter) into float32 A/B pairs; QuantError if it is not one."""
+    from .gguf_io import arch_of, dequantize, field_value, open_gguf
+
+    r = open_gguf(path)
+    if field_value(r, "general.type") != "adapter" or field_value(r, "adapter.type") != "lora":
+        raise QuantError(f"{path} is a GGUF file but not a LoRA adapter (general.type="
+                         f"{field_value(r, 'general.type')!r}); pass an adapter exported by reverie.")
+    alpha = field_value(r, "adapter.lora.alpha")
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    problems = []
+    for t in r.tensors:
+        base, _, ab = t.name.rpartition(".weight.lora_")
+        if ab not in ("a", "b"):
+            problems.append(f"unexpected tensor {t.name}")
+            continue
+        try:
+            parts.setdefault(base, {})[ab] = dequantize(t)
+        except (QuantError, ValueError) as e:
+            problems.append(f"tensor {t.name} is unreadable ({e})")
+    pairs = {}
+    for base, d in sorted(parts.items()):
+        if set(d) != {"a", "b"}:
+            problems.append(f"{base} has lora_{'a' if 'a' in d else 'b'} without its partner")
+            continue
+        a, b = d["a"], d["b"]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            problems.append(f"{base}: lora_a {a.shape} and lora_b {b.shape} disagree on the rank")
+            continue
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            problems.append(f"{base} has NaN or inf values")
+            continue
+        pairs[base] = (a, b)
+    if not pairs and not problems:
+        problems.append("it holds no LoRA tensors")
+    if problems:
+        raise QuantError(f"GGUF LoRA {path} is damaged: " + "; ".join(problems[:8])
+                         + ("; ..." if len(problems) > 8 else "") + ". Re-export it.")
+    rank = next(iter(pairs.values()))[0].shape[0]
+    return GGUFLora(arch_of(r), float(alpha) if alpha is not None else float(rank), pairs)
+
+
+def _apply_gguf_lora(model, config: dict, lora: GGUFLora, path) -> None:
+    """Wrap each targeted linear in an mlx-lm LoRALinear holding the file's A/B (scale alpha/r,
+    as llama.cpp applies it). Every mismatch with the loaded model is listed at once."""
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.lora import LoRALinear
+
+    from .gguf_mlx import mlx_name
+
+    arch = (config.get("reverie_source") or {}).get("arch") or {"gemma3_text": "gemma3"}.get(
+        config.get("model_type"), config.get("model_type", ""))
+    if lora.arch and arch and lora.arch != arch:
+        raise QuantError(f"adapter {path} is for a {lora.arch} model, the loaded model is {arch}; "
+                         "use an adapter trained on this base model.")
+    modules = dict(model.named_modules())
+    problems, wrapped = [], []
+    for base, (a, b) in lora.tensors.items():
+        target = mlx_name(arch, base + ".weight")
+        name = target.rsplit(".", 1)[0] if target else None
+        linear = modules.get(name) if name else None
+        if linear is None or not hasattr(linear, "weight"):
+            problems.append(f"{base} has no matching layer in the model")
+            continue
+        out_dims, in_dims = linear.weight.shape
+        if hasattr(linear, "bits"):
+            in_dims = in_dims * 32 // linear.bits
+        if (b.shape[0], a.shape[1]) != (out_dims, in_dims):
+            problems.append(f"{base} adapts a ({b.shape[0]}, {a.shape[1]}) weight, the model's is "
+                            f"({out_dims}, {in_dims})")
+            continue
+        rank = a.shape[0]
+        lin = LoRALinear.from_base(linear, r=rank, dropout=0.0, scale=lora.alpha / rank)
+        # ours: A (r, in), B (out, r); mlx-lm computes (x @ lora_a) @ lora_b
+        lin.lora_a = mx.array(np.ascontiguousarray(a.T))
+        lin.lora_b = mx.array(np.ascontiguousarray(b.T))
+        wrapped.append((name, lin))
+    if problems:
+        raise QuantError(f"adapter {path} does not fit this model: " + "; ".join(problems[:8])
+                         + ("; ..." if len(problems) > 8 else "") + ". Was it trained on this base model?")
+    model.update_modules(tree_unflatten(wrapped))
