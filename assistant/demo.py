@@ -13,7 +13,7 @@ SCRIPT = [
 ]
 
 
-def run_demo(quick: bool = False, echo=print, home: Path | None = None) -> dict:
+def run_demo(quick: bool = False, echo=print, home: Path | None = None, on_train=None) -> dict:
     from .chat import ChatSession
 
     home = Path(home or tempfile.mkdtemp(prefix="reverie-demo-"))
@@ -40,7 +40,8 @@ def run_demo(quick: bool = False, echo=print, home: Path | None = None) -> dict:
     from .report import render_table
 
     echo("\nlearning loop: a built-in persona, two nights of teach → sleep, then memory vs adapter")
-    res = run_experiment(None, None, 2, log=lambda s: echo(f"  {s}"), home=home / "experiment")
+    res = run_experiment(None, None, 2, log=lambda s: echo(f"  {s}"), home=home / "experiment",
+                         on_train=on_train)
     echo("")
     echo(render_table(res))
     echo(f"report: {res['report_dir']}/report.md")

@@ -56,3 +56,13 @@ def home():
     from assistant.config import data_dir
 
     return data_dir()
+
+
+def train_progress(r) -> None:
+    """One updating stderr line per training step: step, loss, tokens/s, peak memory, skips."""
+    if r.event not in ("step", "skip"):
+        return
+    end = "\n" if r.step >= r.total else ""
+    sys.stderr.write(f"\r  step {r.step}/{r.total}  loss {r.loss:.3f}  {r.tokens_per_s:.0f} tok/s"
+                     f"  peak {r.peak_memory_mb:.0f} MB  skipped {r.skipped}   {end}")
+    sys.stderr.flush()

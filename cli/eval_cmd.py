@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, train_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -25,24 +25,15 @@ def eval_(
 ):
     """Run the whole experiment in an isolated data dir: each night tell that night's facts,
     sleep, and score base / memory / adapter / adapter+memory on the same probes."""
-    import sys
-
     from assistant.evaluate import run_experiment
     from assistant.report import render_table
-
-    def on_train(r):
-        if r.event in ("step", "skip"):
-            sys.stderr.write(f"\r  step {r.step}/{r.total} loss {r.loss:.3f} {r.tokens_per_s:.0f} tok/s   ")
-            if r.step >= r.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
 
     for p in [facts, *general]:
         if p is not None and not p.exists():
             typer.secho(f"error: {p} does not exist", err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
     res = run_experiment(facts, list(general), nights, out, log=lambda s: typer.echo(s, err=True),
-                         general_limit=general_limit, steps=steps, on_train=on_train)
+                         general_limit=general_limit, steps=steps, on_train=train_progress)
     if json_out:
         emit_json(res)
     else:

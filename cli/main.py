@@ -160,7 +160,9 @@ def demo(
     """Run the demo on the embedded model in a fresh data dir (what `make demo` runs)."""
     from assistant.demo import run_demo
 
-    run_demo(quick=quick, echo=typer.echo)
+    from .common import train_progress
+
+    run_demo(quick=quick, echo=typer.echo, on_train=train_progress)
 
 
 def main() -> None:  # pragma: no cover

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import typer
 
-from .common import emit_json, fail, handle_errors, home
+from .common import emit_json, fail, handle_errors, home, train_progress
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -44,15 +43,7 @@ def sleep(
                         merge=check_merge_type(merge))
     log = (lambda s: typer.echo(s, err=True))
 
-    def on_train(r):
-        if r.event not in ("step", "skip"):
-            return
-        end = "\n" if r.step >= r.total else ""
-        sys.stderr.write(f"\r  step {r.step}/{r.total}  loss {r.loss:.3f}  {r.tokens_per_s:.0f} tok/s"
-                         f"  peak {r.peak_memory_mb:.0f} MB  skipped {r.skipped}   {end}")
-        sys.stderr.flush()
-
-    out = run_sleep(home(), opts, log=log, on_train=on_train)
+    out = run_sleep(home(), opts, log=log, on_train=train_progress)
     if json_out:
         emit_json(out.to_dict())
     else:

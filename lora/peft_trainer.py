@@ -103,12 +103,27 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str):
 
 
 def batch_loss(model, ids, labels, mask):
-    """Mean cross-entropy over answer tokens (labels != -100), shifted for next-token prediction."""
+    """Mean cross-entropy over answer tokens (labels != -100), shifted for next-token prediction.
+
+    The vocabulary projection runs only at the positions that predict an answer token (~15% of
+    a chat example): on the 135M model it is a fifth of the forward cost and most of the
+    activation memory when applied everywhere."""
     import torch.nn.functional as F
 
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=-100)
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(causal, "model", None), getattr(causal, "lm_head", None)
+    if body is None or head is None:  # not a *ForCausalLM layout: the plain path
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               labels[:, 1:].reshape(-1), ignore_index=-100)
+    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = head(hidden[keep]).float()
+    cap = getattr(causal.config, "final_logit_softcapping", None)
+    if cap:
+        logits = logits.div(cap).tanh().mul(cap)
+    return F.cross_entropy(logits, target[keep])
 
 
 def _peak_mb(device: str) -> float:
