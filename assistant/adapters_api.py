@@ -42,17 +42,77 @@ def adapter_get(home: Path, aid: str):
 
 
 def adapter_promote(home: Path, aid: str):
-    from lora import load_adapter
     from memory.adapters_ledger import AdapterLedger
-
-    from .errors import ReverieError
 
     led = AdapterLedger(_ledger(home))
     row = led.get(aid)
-    if not Path(row.gguf).exists():
-        raise ReverieError(f"{row.id}'s GGUF file {row.gguf} is missing; it cannot be promoted.")
-    load_adapter(Path(row.path), base_model_sha256=row.base_sha256)  # validates, lists mismatches
+    check_adapter_files(home, row)
     return led.promote(row.id)
+
+
+def check_adapter_files(home: Path, row) -> None:
+    """Refuse an adapter whose files are damaged or that belongs to another base model: the
+    directory validates, the GGUF LoRA (what chat loads) is complete and holds the same tensors,
+    and the base model registered under row.model is still the file it was trained on."""
+    from lora import load_adapter, read_gguf_adapter
+    from lora.gguf_export import gguf_tensor_name
+    from quant.registry import Registry, sha256_file
+
+    from .errors import ReverieError
+    from .sleep import _cached_sha
+
+    gguf = Path(row.gguf) if row.gguf else None
+    if gguf is None or not gguf.is_file():
+        raise ReverieError(f"{row.id}'s GGUF file {row.gguf or '(none)'} is missing; it cannot be "
+                           "promoted. Run `reverie sleep --force` to train a new adapter.")
+    model = Registry(home).get(row.model)
+    current = _cached_sha(Path(home), Path(model.path), sha256_file) if Path(model.path).is_file() else ""
+    if row.base_sha256 and current and row.base_sha256 != current:
+        raise ReverieError(f"{row.id} was trained for another base model (sha256 {row.base_sha256[:12]}…) "
+                           f"than the current {model.name} ({current[:12]}…); run `reverie sleep --force` "
+                           "to train one for this model.")
+    ad = load_adapter(Path(row.path), base_model_sha256=row.base_sha256 or None,
+                      load_weights=False)  # validates, lists every mismatch
+    kvs, shapes = read_gguf_adapter(gguf)
+    problems = []
+    if kvs.get("general.type") != "adapter":
+        problems.append(f"general.type is {kvs.get('general.type')!r}, not 'adapter'")
+    for layer in range(ad.spec.n_layers):
+        for mod in ad.spec.targets:
+            out_f, in_f = ad.spec.base_dims[mod]
+            for ab, want in (("a", (ad.spec.rank, in_f)), ("b", (out_f, ad.spec.rank))):
+                name = gguf_tensor_name(layer, mod, ab)
+                if shapes.get(name) != want:
+                    problems.append(f"{name} is {shapes.get(name, 'missing')}, expected {want}")
+    if problems:
+        raise ReverieError(f"{row.id}'s GGUF file {gguf} does not match its adapter: "
+                           + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+                           + ". Re-export it or run `reverie sleep --force`.")
+    if ad.spec.arch == model.arch or not model.arch:
+        _check_dims(row, ad.spec, model)
+
+
+def _check_dims(row, spec, model) -> None:
+    """The adapter's base shapes against the model file's own (cheap: GGUF metadata only)."""
+    from quant.gguf_io import open_gguf
+    from quant.gguf_io import tensor_shape
+
+    from .errors import ReverieError
+
+    if not Path(model.path).is_file():
+        return
+    names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+             "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+    r = open_gguf(model.path)
+    have = {t.name: tensor_shape(t) for t in r.tensors}
+    problems = [f"{mod} was trained for {tuple(spec.base_dims[mod])}, {model.name} has {have.get(f'blk.0.{names[mod]}.weight')}"
+                for mod in spec.targets if have.get(f"blk.0.{names[mod]}.weight") != tuple(spec.base_dims[mod])]
+    n_layers = len({n.split(".")[1] for n in have if n.startswith("blk.")})
+    if n_layers != spec.n_layers:
+        problems.append(f"it has {spec.n_layers} layers, {model.name} has {n_layers}")
+    if problems:
+        raise ReverieError(f"{row.id} is for another base model: " + "; ".join(problems)
+                           + f". Train one for {model.name} with `reverie sleep --force`.")
 
 
 def adapter_rollback(home: Path, model: str | None = None):

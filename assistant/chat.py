@@ -111,7 +111,13 @@ class ChatSession:
         """Pick up a newly promoted adapter between turns, without a restart."""
         want = self.services.promoted_adapter_for(self.runtime) if self.use_adapter else None
         if want != self.runtime.adapter_path:
-            self.runtime.set_adapter(want)
+            from quant.errors import QuantError
+
+            try:
+                self.runtime.set_adapter(want)
+            except QuantError as e:
+                raise ReverieError(f"{e} The promoted adapter cannot be used: go back to the previous "
+                                   "one with `reverie adapters rollback`, or chat without it (--no-adapter).") from e
 
     # --- prompt building --------------------------------------------------------------------
     def build_messages(self, user_text: str, recalled_block: str = "") -> tuple[list[dict], int, bool]:

@@ -123,6 +123,8 @@ class LlamaCppRuntime(Runtime):
             return
         if path is not None and not os.path.isfile(path):
             raise QuantError(f"adapter file {path} does not exist.")
+        if path is not None:
+            self._check_adapter(path)
         new = self._load(self.n_ctx, logits_all=False, lora=path)
         self._llm.close()
         self._llm = new
@@ -130,6 +132,14 @@ class LlamaCppRuntime(Runtime):
             self._scorer.close()
             self._scorer = None
         self.adapter_path = path
+
+    def _check_adapter(self, path: str) -> None:
+        """Refuse a damaged or foreign GGUF LoRA here: llama.cpp would accept it and crash later."""
+        from .gguf_lora import base_shapes, check_fits, read_gguf_lora
+
+        if getattr(self, "_base_shapes", None) is None:
+            self._base_shapes = base_shapes(self.model.path)
+        check_fits(read_gguf_lora(path), self._base_shapes, path, self.model.name)
 
     def close(self) -> None:
         for m in (self._llm, self._scorer):

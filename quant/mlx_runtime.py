@@ -11,7 +11,6 @@ reverie's own adapter directories (assistant/ points this at their exported GGUF
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .chat_format import ChatFormat
 from .errors import QuantError
+from .gguf_lora import GGUFLora, read_gguf_lora
 from .gguf_mlx import load_gguf_model, load_mlx_dir, require_mlx
 from .registry import ModelInfo
 from .runtime import GenerationConfig, Runtime
@@ -165,55 +165,6 @@ def _remove_adapters(model) -> None:
             restore.append((name, module.embedding))
     if restore:
         model.update_modules(tree_unflatten(restore))
-
-
-@dataclass
-class GGUFLora:
-    arch: str
-    alpha: float
-    tensors: dict[str, tuple[np.ndarray, np.ndarray]]  # "blk.N.attn_q" -> (A (r, in), B (out, r))
-
-
-def read_gguf_lora(path: Path) -> GGUFLora:
-    """Read a GGUF LoRA (general.type=adapter) into float32 A/B pairs; QuantError if it is not one."""
-    from .gguf_io import arch_of, dequantize, field_value, open_gguf
-
-    r = open_gguf(path)
-    if field_value(r, "general.type") != "adapter" or field_value(r, "adapter.type") != "lora":
-        raise QuantError(f"{path} is a GGUF file but not a LoRA adapter (general.type="
-                         f"{field_value(r, 'general.type')!r}); pass an adapter exported by reverie.")
-    alpha = field_value(r, "adapter.lora.alpha")
-    parts: dict[str, dict[str, np.ndarray]] = {}
-    problems = []
-    for t in r.tensors:
-        base, _, ab = t.name.rpartition(".weight.lora_")
-        if ab not in ("a", "b"):
-            problems.append(f"unexpected tensor {t.name}")
-            continue
-        try:
-            parts.setdefault(base, {})[ab] = dequantize(t)
-        except (QuantError, ValueError) as e:
-            problems.append(f"tensor {t.name} is unreadable ({e})")
-    pairs = {}
-    for base, d in sorted(parts.items()):
-        if set(d) != {"a", "b"}:
-            problems.append(f"{base} has lora_{'a' if 'a' in d else 'b'} without its partner")
-            continue
-        a, b = d["a"], d["b"]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
-            problems.append(f"{base}: lora_a {a.shape} and lora_b {b.shape} disagree on the rank")
-            continue
-        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-            problems.append(f"{base} has NaN or inf values")
-            continue
-        pairs[base] = (a, b)
-    if not pairs and not problems:
-        problems.append("it holds no LoRA tensors")
-    if problems:
-        raise QuantError(f"GGUF LoRA {path} is damaged: " + "; ".join(problems[:8])
-                         + ("; ..." if len(problems) > 8 else "") + ". Re-export it.")
-    rank = next(iter(pairs.values()))[0].shape[0]
-    return GGUFLora(arch_of(r), float(alpha) if alpha is not None else float(rank), pairs)
 
 
 def _apply_gguf_lora(model, config: dict, lora: GGUFLora, path) -> None:
