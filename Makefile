@@ -30,11 +30,11 @@ TORCH_PIP_ARGS ?=
 
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-full test test-fast bench clean-venv help
+.PHONY: install demo demo-quick demo-full test test-fast bench clean-venv help
 
 help:
-	@echo "make demo   - create .venv, install everything, run the demo on the embedded model"
-	@echo "make demo-full - the whole learn -> sleep -> memory-vs-adapter loop (minutes)"
+	@echo "make demo   - create .venv, install everything, run the learn -> sleep -> memory-vs-adapter demo"
+	@echo "make demo-quick - only the scripted chat (seconds)"
 	@echo "make test   - create .venv if needed, run the whole test suite"
 	@echo "make bench  - run the benchmarks (JSON under bench/results/)"
 
@@ -58,12 +58,16 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 
 install: $(STAMP)
 
+# The main loop on the embedded model: a short chat, then a built-in persona taught over two
+# nights (tell → sleep), then base / memory / adapter / adapter+memory side by side.
 demo: $(STAMP)
+	$(BIN)/reverie demo
+
+# Only the scripted chat (seconds).
+demo-quick: $(STAMP)
 	$(BIN)/reverie demo --quick
 
-# The full learn → sleep → compare loop on the built-in persona (two nights; slow on 2 CPU cores).
-demo-full: $(STAMP)
-	$(BIN)/reverie demo
+demo-full: demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

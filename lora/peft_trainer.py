@@ -8,16 +8,18 @@ training and serving never disagree about a byte of the prompt.
 """
 from __future__ import annotations
 
-import os
-
+import contextlib
 import copy
 import hashlib
+import io
 import json
+import os
 import random
 import re
 import resource
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -64,8 +66,11 @@ def load_base(gguf_path: Path, device: str = "auto"):
 
         hf_logging.disable_progress_bar()  # the CLI draws its own progress; keep stderr readable
         os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantization bar is plain tqdm
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
+        # transformers' GGUF de-quantization draws a tqdm bar that ignores both switches above
+        # once tqdm is imported; it goes to a buffer (exceptions still propagate)
+        with contextlib.redirect_stderr(io.StringIO()):
+            tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+            model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many types for an unsupported or damaged file
         raise LoraError(f"transformers cannot load {p} ({e}); only GGUF architectures transformers "
                         "supports (llama, gemma3, ...) can be trained with peft.") from e
@@ -194,7 +199,9 @@ def wrap(base, config: TrainConfig):
     torch.manual_seed(config.seed)
     lc = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                     target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(copy.deepcopy(base), lc)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (FutureWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return get_peft_model(copy.deepcopy(base), lc)
 
 
 def _fingerprint(dataset_hash: str, config: TrainConfig, init: str) -> str:
