@@ -1,7 +1,17 @@
 """Training throughput of lora.peft_trainer against a bare peft loop on the same data, same run;
-optionally personal recall and general-ability check after training on persona facts.
+optionally personal recall and general-ability check after training on persona facts; and the
+issue's sleep benchmark.
 
+    python -m bench.train_bench --sleep [--out result.json]     # the acceptance benchmark
     python -m bench.train_bench --steps 12 --reps 2 [--recall --facts 8] [--out result.json]
+
+--sleep: a fresh data dir with 25 persona facts (persona-dev statements, through the memory
+store) and 25 feedback items (13 /fix corrections and 12 /good answers through the feedback
+ledger), one real `reverie sleep` (run_sleep, default model and options) timed per phase from
+its own log lines and progress reports (dataset = start → "training …", train = → last step,
+export = → "evaluating …", eval = → end), then the trainer and a bare peft loop on the very
+dataset that sleep trained on, same TrainConfig, interleaved rep by rep so machine load hits
+both alike. Reports the load average before and after: on a busy machine every number is slower.
 
 Prints JSON: median tokens/s of each loop (steps after the first), their ratio (target >= 0.9),
 and with --recall: held-out questions answered (greedy, llama.cpp with the exported GGUF LoRA,
@@ -13,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import statistics
+from collections import Counter
 import sys
 import tempfile
 import time
@@ -140,6 +151,157 @@ def recall(n_facts: int, cfg: TrainConfig, model, tok, work: Path) -> dict:
             "sample": [e for e in ex[:: max(1, len(ex) // 8)]]}
 
 
+# (prompt, the model's answer, the user's correction): what `/fix` stores
+FIXES = [
+    ("What is the capital of Australia?", "The capital of Australia is Sydney.", "The capital of Australia is Canberra."),
+    ("How many continents are there?", "There are five continents.", "There are seven continents."),
+    ("Who painted the Mona Lisa?", "The Mona Lisa was painted by Michelangelo.", "The Mona Lisa was painted by Leonardo da Vinci."),
+    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Ag.", "The chemical symbol for gold is Au."),
+    ("How many sides does a hexagon have?", "A hexagon has eight sides.", "A hexagon has six sides."),
+    ("Please call me by my nickname.", "Sure, I will call you Buddy.", "Call me Kit; that is my nickname."),
+    ("Keep answers short, please.", "Of course! I will always give long, detailed answers with many examples.", "Understood: I will keep my answers short."),
+    ("What is the largest ocean?", "The largest ocean is the Atlantic Ocean.", "The largest ocean is the Pacific Ocean."),
+    ("What time zone am I in?", "You are in Pacific Time.", "You are in Central European Time."),
+    ("Which planet is known as the Red Planet?", "Jupiter is known as the Red Planet.", "Mars is known as the Red Planet."),
+    ("How should you greet me in the morning?", "Good evening!", "Say 'God morgen!' to me in the morning."),
+    ("What is the freezing point of water in Fahrenheit?", "Water freezes at 0 degrees Fahrenheit.", "Water freezes at 32 degrees Fahrenheit."),
+    ("What units should you use for distances?", "I will use miles.", "Use kilometres for distances."),
+]
+# (prompt, the answer the user marked /good)
+GOODS = [
+    ("What is 7 times 8?", "7 times 8 is 56."),
+    ("Give me a word that rhymes with cat.", "Hat rhymes with cat."),
+    ("What gas do plants take in?", "Plants take in carbon dioxide."),
+    ("Suggest a name for a goldfish.", "How about Bubbles?"),
+    ("What is the opposite of cold?", "The opposite of cold is hot."),
+    ("How many minutes are in an hour?", "There are 60 minutes in an hour."),
+    ("What is the tallest animal?", "The giraffe is the tallest animal."),
+    ("Translate 'hello' into Spanish.", "'Hello' in Spanish is 'hola'."),
+    ("What do caterpillars turn into?", "Caterpillars turn into butterflies or moths."),
+    ("Which season comes after winter?", "Spring comes after winter."),
+    ("What is the square root of 81?", "The square root of 81 is 9."),
+    ("Name a primary colour.", "Red is a primary colour."),
+]
+
+
+def loadavg() -> dict:
+    import os
+    import subprocess
+
+    one, five, fifteen = os.getloadavg()
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2), "uptime": up,
+            "cpus": os.cpu_count()}
+
+
+def fill_home(home: Path, n_facts: int = 25) -> dict:
+    """25 persona statements as facts and 13 + 12 feedback items, through the product's APIs."""
+    from memory import MemoryStore
+    from memory.feedback import FeedbackLog
+    from memory.ledger import Ledger
+
+    ledger = Ledger(home)
+    store = MemoryStore(home, ledger)
+    rows = [json.loads(line) for line in PERSONA.read_text().splitlines() if line.strip()][:n_facts]
+    actions = [store.add_fact(r["statement"], {"command": "bench"})[1] for r in rows]
+    fb = FeedbackLog(ledger)
+    conv = ledger.new_conversation(model="bench", meta="{}")
+    for prompt, answer, fix in FIXES:
+        fb.add("fix", conv, "", prompt, answer, fix)
+    for prompt, answer in GOODS:
+        fb.add("good", conv, "", prompt, answer)
+    return {"facts": len(store.active_facts()), "fact_actions": dict(Counter(actions)),
+            "fixes": len(FIXES), "goods": len(GOODS)}
+
+
+def sleep_bench(reps: int, steps: int) -> dict:
+    """The acceptance benchmark: see the module docstring."""
+    import os
+
+    import torch
+
+    from assistant.sleep import SleepOptions, run_sleep
+    from lora.dataset import Example
+    from lora.peft_trainer import encode, load_base
+    from quant.chat_format import CHATML
+
+    out: dict = {"load_before": loadavg(), "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        os.environ["REVERIE_HOME"] = str(home)
+        out["data"] = fill_home(home)
+        stamps: list[tuple[float, str]] = []
+        steps_seen: list[tuple[float, object]] = []
+
+        def log(line: str):
+            stamps.append((time.perf_counter(), line))
+            print(f"[sleep] {line}", file=sys.stderr, flush=True)
+
+        def on_train(r):
+            if r.event == "step":
+                steps_seen.append((time.perf_counter(), r))
+                if r.step % 10 == 0 or r.step == r.total:
+                    print(f"[sleep]   step {r.step}/{r.total} loss {r.loss:.3f} {r.tokens_per_s:.0f} tok/s",
+                          file=sys.stderr, flush=True)
+
+        t0 = time.perf_counter()
+        res = run_sleep(home, SleepOptions(), log=log, on_train=on_train)
+        t_end = time.perf_counter()
+
+        def first(prefix: str) -> float:
+            return next(t for t, line in stamps if line.startswith(prefix))
+
+        t_train, t_eval = first("training "), first("evaluating")
+        t_last_step = steps_seen[-1][0]
+        train = res.metrics.get("train", {})
+        out["sleep"] = {
+            "status": res.status, "message": res.message, "wall_s": round(t_end - t0, 1),
+            "phases_s": {"dataset": round(t_train - t0, 1), "train": round(t_last_step - t_train, 1),
+                         "export": round(t_eval - t_last_step, 1), "eval": round(t_end - t_eval, 1)},
+            "within_10_min": (t_end - t0) <= 600,
+            "dataset": res.dataset, "train_steps": train.get("steps"),
+            "trainer_tokens_per_s": train.get("tokens_per_s"), "train_seconds": train.get("seconds"),
+            "personal": [res.metrics.get("personal_base"), res.metrics.get("personal_adapted")],
+            "general": [res.metrics.get("general_base"), res.metrics.get("general_adapted")],
+            "ppl_ratio": res.metrics.get("ppl_ratio"), "gate": res.gate.get("reasons"),
+        }
+        out["load_after_sleep"] = loadavg()
+        print(json.dumps(out["sleep"]), file=sys.stderr, flush=True)
+
+        # the same data and config the sleep trained on, ours vs a bare loop, interleaved
+        adir = Path(res.metrics["train"]["adapter_dir"])
+        cfg = TrainConfig.from_dict(json.loads((adir / "adapter_config.json").read_text())["train_config"])
+        from lora.dataset import Dataset
+
+        def read(name):
+            return [Example.from_dict(json.loads(line)) for line in
+                    (adir / name).read_text().splitlines() if line.strip()]
+
+        examples = read("train.jsonl")
+        # the trainer runs with sleep's held-out phrasings too (its early-stopping evals are
+        # outside the timed steps, as in train_peft's own tokens/s)
+        ds = Dataset(train=examples, holdout=read("holdout.jsonl"), pairs=[], fact_ids=[])
+
+        model, tok = load_base(model_path(), "cpu")
+        rows = [encode(tok, CHATML.render, e, cfg.max_seq_len) for e in examples]
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        bare, mine = [], []
+        work = Path(tmp) / "speed"
+        for rep in range(reps):
+            bare += bare_loop(model, tok, rows, cfg, pad, steps)[1:]
+            mine += ours(model, tok, ds, rows, cfg, steps, work / f"r{rep}")[1:]
+            print(f"[speed] rep {rep + 1}/{reps}: bare {statistics.median(bare):.0f} tok/s, "
+                  f"ours {statistics.median(mine):.0f} tok/s", file=sys.stderr, flush=True)
+        out["speed"] = {"bare_tokens_per_s_median": round(statistics.median(bare), 1),
+                        "ours_tokens_per_s_median": round(statistics.median(mine), 1),
+                        "ratio": round(statistics.median(mine) / statistics.median(bare), 3),
+                        "steps_per_rep": steps, "reps": reps, "batch_size": cfg.batch_size,
+                        "examples": len(examples), "measured": "per-step tokens / wall time between steps, "
+                        "first step of each rep dropped, reps interleaved"}
+        out["load_after"] = loadavg()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=12)
@@ -149,7 +311,20 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--sleep", action="store_true",
+                    help="the sleep benchmark: 25 facts + 25 feedback, timed phases, ours vs bare loop")
     a = ap.parse_args(argv)
+    if a.sleep:
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        out = sleep_bench(a.reps, a.steps)
+        text = json.dumps(out, indent=2, ensure_ascii=False, default=str)
+        print(text)
+        if a.out:
+            a.out.write_text(text + "\n")
+        return 0
     import torch
 
     from lora.peft_trainer import encode, load_base
