@@ -79,8 +79,18 @@ def check_fits(lora: GGUFLora, base_shapes: dict[str, tuple[int, ...]], path, mo
                          + ("; ..." if len(problems) > 6 else "") + ". Was it trained on this base model?")
 
 
-def base_shapes(model_path) -> dict[str, tuple[int, ...]]:
-    """numpy (out, in) shapes of a GGUF model's tensors, from its header (no tensor data read)."""
-    from .gguf_io import open_gguf, tensor_shape
+_SHAPES: dict[tuple, dict[str, tuple[int, ...]]] = {}
 
-    return {t.name: tensor_shape(t) for t in open_gguf(model_path).tensors}
+
+def base_shapes(model_path) -> dict[str, tuple[int, ...]]:
+    """numpy (out, in) shapes of a GGUF model's tensors, from its header (no tensor data read).
+    The fast header reader, cached per file: gguf.GGUFReader spends ~10 s on the tokenizer
+    arrays of the default model on a busy 2-core box, and sleep loads several runtimes."""
+    from .mlx_gguf_reader import read_gguf
+
+    p = Path(model_path)
+    st = p.stat()
+    k = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if k not in _SHAPES:
+        _SHAPES[k] = {name: tuple(t.shape) for name, t in read_gguf(p).tensors.items()}
+    return _SHAPES[k]
