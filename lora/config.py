@@ -37,6 +37,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "Clip the gradient norm to this (0 = off).")
     replay_ratio: float = _f(0.3, "Replayed earlier examples, as a fraction of new examples.")
     anchor_ratio: float = _f(0.5, "Anchor examples (base model's own answers), fraction of new examples.")
+    anchor_kl: float = _f(1.0, "Anchors teach the base model's whole next-token distribution over the "
+                          "anchor text (KL to the adapter-free model, this weight) instead of only its "
+                          "greedy answer; 0 = plain cross-entropy on the answer.")
     holdout_fraction: float = _f(0.1, "Fraction of training phrasings held out for early stopping.")
     patience: int = _f(3, "Evaluations without held-out improvement before stopping (0 = off).")
     eval_every: int = _f(20, "Steps between held-out evaluations.")
@@ -72,6 +75,7 @@ class TrainConfig:
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (got {self.grad_clip}); 0 turns it off")
         need(0 <= self.replay_ratio <= 10, f"replay_ratio must be in [0, 10] (got {self.replay_ratio})")
         need(0 <= self.anchor_ratio <= 10, f"anchor_ratio must be in [0, 10] (got {self.anchor_ratio})")
+        need(0 <= self.anchor_kl <= 100, f"anchor_kl must be in [0, 100] (got {self.anchor_kl})")
         need(0 <= self.holdout_fraction < 0.5,
              f"holdout_fraction must be in [0, 0.5) (got {self.holdout_fraction})")
         need(self.patience >= 0, f"patience must be >= 0 (got {self.patience}); 0 turns early stopping off")

@@ -131,6 +131,20 @@ def batch_loss(model, ids, labels, mask):
     return F.cross_entropy(logits, target[keep])
 
 
+def anchor_kl_loss(model, ids, mask):
+    """Mean KL(base || adapted) of next-token distributions over every real position: the base is
+    the same peft model with its adapter switched off, so no second copy is held in memory."""
+    import torch
+    import torch.nn.functional as F
+
+    keep = mask[:, :-1].bool()
+    with torch.no_grad(), model.disable_adapter():
+        base = model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep].float()
+    adapted = model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep].float()
+    return F.kl_div(F.log_softmax(adapted, -1), F.log_softmax(base, -1), log_target=True,
+                    reduction="batchmean")
+
+
 def _peak_mb(device: str) -> float:
     import torch
 
@@ -262,6 +276,7 @@ def train_peft(dataset: Dataset | list[Example], config: TrainConfig, render: Ca
         json.dumps([e.to_dict() for e in train], sort_keys=True).encode()).hexdigest()
     device = str(next(model.parameters()).device).split(":")[0]
     rows = [encode(tokenizer, render, e, config.max_seq_len) for e in train]
+    kinds = [e.kind if isinstance(e, Example) else e.get("kind", "") for e in train]
     held = [encode(tokenizer, render, e, config.max_seq_len) for e in holdout]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     total = config.total_steps(len(rows))
@@ -312,11 +327,19 @@ def train_peft(dataset: Dataset | list[Example], config: TrainConfig, render: Ca
     step = start
     while step < total:
         t0 = time.perf_counter()
-        batch = [rows[i] for i in batch_indices(step, len(rows), config.batch_size, config.seed)]
-        ids, labels, mask = collate(batch, pad, device)
+        idx = batch_indices(step, len(rows), config.batch_size, config.seed)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, config)
-        loss = batch_loss(peft_model, ids, labels, mask)
+        anchor = [i for i in idx if kinds[i] == "anchor"] if config.anchor_kl else []
+        plain = [i for i in idx if i not in anchor]
+        loss = None
+        if plain:
+            ids, labels, mask = collate([rows[i] for i in plain], pad, device)
+            loss = batch_loss(peft_model, ids, labels, mask)
+        if anchor:  # anchors keep the base model's whole distribution (see TrainConfig.anchor_kl)
+            a_ids, _, a_mask = collate([rows[i] for i in anchor], pad, device)
+            kl = config.anchor_kl * anchor_kl_loss(peft_model, a_ids, a_mask)
+            loss = kl if loss is None else loss + kl
         value = float(loss.item())
         verdict = guard.check(value)
         step += 1
@@ -334,7 +357,7 @@ def train_peft(dataset: Dataset | list[Example], config: TrainConfig, render: Ca
         opt.step()
         opt.zero_grad(set_to_none=True)
         train_s += time.perf_counter() - t0
-        tokens += int(mask.sum())
+        tokens += sum(len(rows[i][0]) for i in idx)
         losses.append(value)
         report(step, value, "step")
         if held and (step % config.eval_every == 0 or step == total):

@@ -8,6 +8,7 @@ import lora.peft_trainer as pt
 from lora.adapter import load_adapter
 from lora.config import TrainConfig
 from lora.dataset import Example
+from lora.errors import LoraError
 from lora.training import TrainReport, batch_indices, lr_at, split_for_render
 from quant.chat_format import CHATML, GEMMA
 
@@ -131,3 +132,40 @@ def test_loss_spike_is_skipped_and_divergence_aborts_keeping_the_old_adapter(bas
                        model=model, tokenizer=tok)
     assert r3.aborted and "NaN" in r3.abort_reason and r3.steps == 1
     assert (tmp_path / "a" / "adapter.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_anchor_kl_is_zero_without_an_update_and_pulls_back_towards_the_base(base):
+    import torch
+
+    from lora.peft_trainer import anchor_kl_loss, batch_loss, wrap
+
+    model, tok = base
+    pm = wrap(model, TrainConfig(seed=1))
+    ids = torch.tensor([tok("The cat sat on the mat and looked out of the window.")["input_ids"]] * 2)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # padding is not scored
+    assert anchor_kl_loss(pm, ids, mask).item() == pytest.approx(0.0, abs=1e-6)  # B = 0 at init
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)
+    kl = anchor_kl_loss(pm, ids, mask)
+    assert kl.item() > 1e-3
+    kl.backward()  # gradients reach the adapter only
+    grads = {n: p.grad for n, p in pm.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)
+    # the answer-only cross-entropy and the whole-vocabulary path agree (eval: no dropout)
+    pm.eval()
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[1, 6:] = -100
+    import torch.nn.functional as F
+
+    logits = pm(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert batch_loss(pm, ids, labels, mask).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_anchor_kl_weight_is_validated():
+    with pytest.raises(LoraError, match="anchor_kl"):
+        TrainConfig(anchor_kl=-1)
