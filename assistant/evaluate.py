@@ -26,19 +26,21 @@ def _dir_bytes(p: Path) -> int:
 def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None,
-                   home: Path | None = None, gate_general: int = 30, gate_texts: int = 5) -> dict:
+                   home: Path | None = None, gate_general: int = 60, gate_texts: int = 5) -> dict:
     from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
                               matrix_to_lists, paired_bootstrap_ci)
     from memory.adapters_ledger import AdapterLedger
     from memory.ledger import Ledger
 
     from .chat import ChatSession
-    from .gate_eval import Probe, ask_probes, general_ability
+    from quant.registry import sha256_file
+
+    from .gate_eval import BaseCache, Probe, ask_probes, forgetting
     from .probes import (bundled_general_mc, bundled_general_text, bundled_persona_demo,
-                         kl_drift, load_multiple_choice, load_persona, perplexity)
+                         load_multiple_choice, load_persona)
     from .runtime_api import open_runtime
     from .services import Services
-    from .sleep import SleepOptions, run_sleep
+    from .sleep import SleepOptions, _cached_sha, run_sleep
 
     t0 = time.time()
     facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
@@ -61,6 +63,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
 
     session = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=False)
     sp = session.system_prompt
+    # the base arm's answers do not change between nights: each question is asked once
+    cache = BaseCache.for_model(home, _cached_sha(home, Path(session.runtime.model.path), sha256_file))
     outcomes: dict[str, list] = {a: [] for a in ARMS}
     per_night = []
     last = {}
@@ -96,7 +100,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
 
         res = {}
         log(f"night {night}: scoring 4 arms on {len(probes)} probes")
-        res["base"] = ask_probes(base_rt, probes, sp)
+        res["base"] = ask_probes(base_rt, probes, sp, cache=cache)
         res["memory"] = ask_probes(base_rt, probes, sp, memory_block=lambda q: block(q, base_rt))
         if ad_rt is not None:
             res["adapter"] = ask_probes(ad_rt, probes, sp)
@@ -114,11 +118,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
 
     res, base_rt, ad_rt = last["res"], last["base_rt"], last["ad_rt"]
     log("general ability, perplexity and KL drift")
-    gb = general_ability(base_rt, items)
-    ga = general_ability(ad_rt, items) if ad_rt else gb
-    ppl_b = perplexity(base_rt, texts)
-    ppl_a = perplexity(ad_rt, texts) if ad_rt else ppl_b
-    kl = kl_drift(base_rt, ad_rt, texts) if ad_rt else 0.0
+    fg = forgetting(base_rt, ad_rt or base_rt, items, texts, cache=cache)
+    gb, ga, ppl_b, ppl_a, kl = fg.general_base, fg.general_adapted, fg.ppl_base, fg.ppl_adapted, fg.kl
     mem_bytes = _dir_bytes(home / "chroma") + (home / "ledger.db").stat().st_size
     ad_bytes = Path(last["gguf"]).stat().st_size if last["gguf"] else 0
     arms = {}

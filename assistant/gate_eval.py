@@ -1,11 +1,16 @@
 """Measurements shared by the nightly gate and `reverie eval`: personal recall by generation,
 general ability by multiple-choice log-likelihood, drift by KL and perplexity.
 
-Owns: asking probe questions through a runtime with or without a memory block, and scoring them.
+Owns: asking probe questions through a runtime with or without a memory block, and scoring them;
+the per-model cache of base-model results (the base model's answers do not change between nights,
+so each night only the adapter is measured again).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -40,29 +45,86 @@ class PersonalResult:
         return {k: sum(v) / len(v) for k, v in out.items()}
 
 
+class BaseCache:
+    """Results of the base model (no adapter, no memory) keyed by what determines them: the
+    model file (the cache is one file per model sha256), the backend, the prompt and the
+    generation length. Greedy decoding and log-likelihoods are deterministic, so a cached
+    result is the result; timings in it are those measured when it was first computed.
+    Lives in the data dir (0600) because questions and answers are personal."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._data: dict = {}
+        self._dirty = False
+        if self.path.exists():
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self._data = {}  # a damaged cache is only lost work: measure again
+
+    @classmethod
+    def for_model(cls, home: Path, model_sha: str) -> "BaseCache":
+        return cls(Path(home) / "cache" / f"base-eval-{model_sha[:16]}.json")
+
+    @staticmethod
+    def key(*parts) -> str:
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+    def get(self, key: str):
+        return self._data.get(key)
+
+    def put(self, key: str, value) -> None:
+        self._data[key] = value
+        self._dirty = True
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def save(self) -> None:
+        if self._dirty:
+            from .files import atomic_write_text
+
+            atomic_write_text(self.path, json.dumps(self._data))
+            self._dirty = False
+
+
 def ask_probes(runtime, probes: Sequence[Probe], system_prompt: str, max_tokens: int = 48,
                memory_block: Callable[[str], str] | None = None,
-               progress: Callable[[int], None] | None = None) -> PersonalResult:
+               progress: Callable[[int], None] | None = None,
+               cache: BaseCache | None = None) -> PersonalResult:
     """Ask every probe in a fresh conversation (greedy); memory_block(question) puts recalled
-    memories in front of the question, exactly as chat does."""
+    memories in front of the question, exactly as chat does. With a cache (base model, no
+    memory only) a question already asked is not asked again."""
     from quant.runtime import GenerationConfig
 
     from .prompting import messages_for
 
+    if cache is not None and (memory_block is not None or runtime.adapter_path):
+        raise ValueError("the base-result cache is only for the base model without memory.")
     cfg = GenerationConfig(max_tokens=max_tokens)
     res = PersonalResult([], [], [], [], [], [])
     for i, p in enumerate(probes):
         block = memory_block(p.question) if memory_block is not None else ""
         # laid out exactly as chat lays it out (assistant.prompting)
-        text, st = runtime.chat(messages_for(system_prompt, p.question, block), cfg)
+        messages = messages_for(system_prompt, p.question, block)
+        key = cache.key("chat", runtime.backend, max_tokens, messages) if cache is not None else ""
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            text, st = runtime.chat(messages, cfg)
+            hit = [text, st.prompt_tokens, st.ttft_s, st.tokens_per_s]
+            if cache is not None:
+                cache.put(key, hit)
+        text, prompt_tokens, ttft_s, tokens_per_s = hit
         res.correct.append(personal_correct(text, p.answer, p.aliases))
         res.answers.append(text)
-        res.prompt_tokens.append(st.prompt_tokens)
-        res.ttft_s.append(st.ttft_s)
-        res.tokens_per_s.append(st.tokens_per_s)
+        res.prompt_tokens.append(prompt_tokens)
+        res.ttft_s.append(ttft_s)
+        res.tokens_per_s.append(tokens_per_s)
         res.fact_ids.append(p.fact_id)
         if progress:
             progress(i + 1)
+    if cache is not None:
+        cache.save()
     return res
 
 
@@ -74,9 +136,56 @@ class GeneralResult:
     seconds: float
 
 
-def general_ability(runtime, items, limit: int | None = None) -> GeneralResult:
+def general_ability(runtime, items, limit: int | None = None,
+                    cache: BaseCache | None = None) -> GeneralResult:
+    """Multiple-choice accuracy; with a cache (base model only) items scored before are reused."""
     from .probes import score_multiple_choice
 
+    if cache is not None and runtime.adapter_path:
+        raise ValueError("the base-result cache is only for the base model.")
     t0 = time.perf_counter()
-    r = score_multiple_choice(runtime, items, limit=limit)
-    return GeneralResult(r.acc, r.acc_norm, list(r.correct), time.perf_counter() - t0)
+    items = list(items)[:limit] if limit is not None else list(items)
+    keys = [BaseCache.key("mc", runtime.backend, it.context, it.continuations, it.choices, it.label)
+            for it in items] if cache is not None else [""] * len(items)
+    got = [cache.get(k) if cache is not None else None for k in keys]
+    todo = [i for i, g in enumerate(got) if g is None]
+    if todo:
+        r = score_multiple_choice(runtime, [items[i] for i in todo])
+        for i, c, cn in zip(todo, r.correct, r.correct_norm):
+            got[i] = [bool(c), bool(cn)]
+            if cache is not None:
+                cache.put(keys[i], got[i])
+        if cache is not None:
+            cache.save()
+    if not items:
+        score_multiple_choice(runtime, items)  # raises the usual message for an empty probe
+    correct = [g[0] for g in got]
+    n = len(items)
+    return GeneralResult(sum(correct) / n, sum(g[1] for g in got) / n, correct,
+                         time.perf_counter() - t0)
+
+
+@dataclass
+class ForgettingResult:
+    """General ability and drift of an adapted runtime against its base, on the same items/texts."""
+    general_base: GeneralResult
+    general_adapted: GeneralResult
+    ppl_base: float
+    ppl_adapted: float
+    kl: float
+
+    @property
+    def ppl_ratio(self) -> float | None:
+        return self.ppl_adapted / self.ppl_base if self.ppl_base else None
+
+
+def forgetting(base_runtime, adapted_runtime, items, texts,
+               cache: BaseCache | None = None) -> ForgettingResult:
+    """What the adapter costs outside the user's facts: multiple-choice accuracy of both models
+    (the base from the cache when it has them), perplexity of both and KL(base || adapted)."""
+    from .probes import drift
+
+    gb = general_ability(base_runtime, items, cache=cache)
+    ga = general_ability(adapted_runtime, items)
+    d = drift(base_runtime, adapted_runtime, texts)
+    return ForgettingResult(gb, ga, d.ppl_base, d.ppl_adapted, d.kl)

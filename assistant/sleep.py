@@ -52,6 +52,12 @@ class SleepOptions:
             raise ReverieError(f"unknown strategy {self.strategy!r}; use retrain or incremental.")
         if self.steps < 0 or self.rank < 0 or self.learning_rate < 0 or self.checkpoint_every < 0:
             raise ReverieError("steps, rank and learning rate must be positive (0 = default).")
+        from lora.metrics import GateConfig, MetricsError
+
+        try:  # a bad gate option is reported now, not after an hour of training
+            GateConfig(**self.gate)
+        except (MetricsError, TypeError) as e:
+            raise ReverieError(f"bad gate setting: {e}") from None
 
 
 @dataclass
@@ -272,13 +278,18 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         dataset.save(out_dir)
         gguf_path = export_gguf(out_dir, out_dir / "adapter.gguf")
         log("evaluating: personal recall on held-back phrasings, general ability, drift")
+        from .gate_eval import BaseCache
+
         metrics = evaluate_candidate(base_rt, model, str(gguf_path), facts, dataset, opts,
-                                     settings.system_prompt, promoted, log)
+                                     settings.system_prompt, promoted, log,
+                                     cache=BaseCache.for_model(home, model_sha))
         metrics["train"] = {k: v for k, v in result.to_dict().items() if k not in ("losses", "holdout_losses")}
         gcfg = GateConfig(**opts.gate)
         decision = gate(GateInputs(metrics["personal_base"], metrics["personal_adapted"],
                                    metrics["general_base"], metrics["general_adapted"],
-                                   metrics.get("ppl_ratio"), metrics.get("bwt")), gcfg)
+                                   metrics.get("ppl_ratio"), metrics.get("bwt"),
+                                   tuple(metrics["general_base_correct"]),
+                                   tuple(metrics["general_adapted_correct"])), gcfg)
         adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
                      trainer="peft", model=model.name, base_sha256=model_sha,
                      dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
@@ -308,11 +319,11 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
 
 
 def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,
-                       system_prompt: str, promoted, log: Log) -> dict:
+                       system_prompt: str, promoted, log: Log, cache=None) -> dict:
     from quant.runtime import load_runtime
 
-    from .gate_eval import ask_probes, general_ability
-    from .probes import bundled_general_mc, bundled_general_text, kl_drift, perplexity
+    from .gate_eval import ask_probes, forgetting
+    from .probes import bundled_general_mc, bundled_general_text
 
     trained_q = {m["content"] for e in dataset.train for m in e.messages if m["role"] == "user"}
     probes = opts.eval_probes if opts.eval_probes is not None else held_back_probes(facts, trained_q)
@@ -321,16 +332,12 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
     texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()
     ad_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads, adapter=gguf_path)
     try:
-        log(f"  personal recall: {len(probes)} held-back questions, base and adapter")
-        pb = ask_probes(base_rt, probes, system_prompt)
+        log(f"  personal recall: {len(probes)} held-back questions, base (cached per model) and adapter")
+        pb = ask_probes(base_rt, probes, system_prompt, cache=cache)
         pa = ask_probes(ad_rt, probes, system_prompt)
-        log(f"  general ability: {len(items)} multiple-choice items, base and adapter")
-        gb = general_ability(base_rt, items)
-        ga = general_ability(ad_rt, items)
-        log(f"  drift: perplexity and KL on {len(texts)} general texts")
-        ppl_b = perplexity(base_rt, texts)
-        ppl_a = perplexity(ad_rt, texts)
-        kl = kl_drift(base_rt, ad_rt, texts)
+        log(f"  general ability and drift: {len(items)} multiple-choice items, {len(texts)} general texts")
+        fg = forgetting(base_rt, ad_rt, items, texts, cache=cache)
+        gb, ga, ppl_b, ppl_a, kl = fg.general_base, fg.general_adapted, fg.ppl_base, fg.ppl_adapted, fg.kl
         bwt = None
         if promoted is not None and Path(promoted.gguf).exists():
             old_ids = set(json.loads(promoted.fact_ids or "[]"))
@@ -348,6 +355,8 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         ad_rt.close()
     m = {"n_probes": len(probes), "personal_base": pb.acc, "personal_adapted": pa.acc,
          "general_base": gb.acc, "general_adapted": ga.acc, "n_general": len(items),
+         "general_base_correct": [bool(c) for c in gb.correct],
+         "general_adapted_correct": [bool(c) for c in ga.correct],
          "ppl_base": ppl_b, "ppl_adapted": ppl_a, "ppl_ratio": ppl_a / ppl_b if ppl_b else None,
          "kl_drift": kl, "bwt": bwt,
          "per_fact_adapted": pa.by_fact(), "per_fact_base": pb.by_fact(),

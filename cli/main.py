@@ -166,4 +166,11 @@ def demo(
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        # click exits 2 on a usage error (bad option value, unknown flag); every bad input
+        # to reverie exits 1, with click's message and the usage line already printed
+        if e.code == 2:
+            raise SystemExit(1) from None
+        raise

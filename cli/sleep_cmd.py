@@ -26,6 +26,13 @@ def sleep(
     force: bool = typer.Option(False, "--force", help="Train even if nothing is new."),
     max_general_drop: float = typer.Option(1.0, "--max-general-drop", help="Gate: allowed drop in general accuracy, points."),
     max_ppl_ratio: float = typer.Option(1.05, "--max-ppl-ratio", help="Gate: allowed perplexity ratio adapter/base."),
+    general_confidence: float = typer.Option(
+        0.9, "--general-confidence",
+        help="Gate: reject on general accuracy only when the drop is over budget at this one-sided "
+             "confidence (bootstrap over the probe items); 0 = the measured drop decides."),
+    checkpoint_every: int = typer.Option(
+        0, "--checkpoint-every", min=0,
+        help="Steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else 25)."),
     merge: str = typer.Option("", "--merge",
                               help="On promotion also bake the adapter into the base and register "
                                    "the merged model: Q8_0, Q4_K_M, Q4_1, F16, same or none "
@@ -39,8 +46,9 @@ def sleep(
 
     opts = SleepOptions(strategy=strategy, dry_run=dry_run, model=model, steps=steps, rank=rank,
                         force=force, gate={"max_general_drop_points": max_general_drop,
-                                           "max_ppl_ratio": max_ppl_ratio},
-                        merge=check_merge_type(merge))
+                                           "max_ppl_ratio": max_ppl_ratio,
+                                           "general_confidence": general_confidence},
+                        merge=check_merge_type(merge), checkpoint_every=checkpoint_every)
     log = (lambda s: typer.echo(s, err=True))
 
     out = run_sleep(home(), opts, log=log, on_train=train_progress)

@@ -233,10 +233,16 @@ class GateConfig:
     max_general_drop_points: float = 1.0  # general accuracy may fall at most this much
     max_ppl_ratio: float = 1.05  # adapted / base perplexity on held-out text
     min_bwt_points: float = -5.0  # backward transfer across nights, at least this
+    # With per-item results the general check asks whether the drop is *shown* to exceed the
+    # budget: the one-sided lower confidence bound of the paired drop (bootstrap over items) must
+    # stay within it. On a 60-item probe one item is 1.7 points, so a point estimate against a
+    # 1-point budget rejects on one unlucky item; KL and perplexity catch small real drift.
+    # 0 = the point estimate decides.
+    general_confidence: float = 0.9
 
     def __post_init__(self):
         for name in ("min_personal_gain_points", "max_general_drop_points", "max_ppl_ratio",
-                     "min_bwt_points"):
+                     "min_bwt_points", "general_confidence"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise MetricsError(f"GateConfig.{name} must be a finite number, got {v!r}.")
@@ -249,6 +255,9 @@ class GateConfig:
         if self.max_ppl_ratio < 1.0:
             raise MetricsError(f"GateConfig.max_ppl_ratio must be >= 1.0 (1.0 = no change allowed), "
                                f"got {self.max_ppl_ratio}.")
+        if not 0 <= self.general_confidence < 1:
+            raise MetricsError("GateConfig.general_confidence must be in [0, 1) (0 = point estimate), "
+                               f"got {self.general_confidence}.")
         if not -100 <= self.min_bwt_points <= 0:
             raise MetricsError(f"GateConfig.min_bwt_points must be in [-100, 0] points, "
                                f"got {self.min_bwt_points}.")
@@ -264,6 +273,9 @@ class GateInputs:
     general_adapted: float
     ppl_ratio: float | None = None  # adapted / base perplexity
     bwt: float | None = None  # backward transfer over nights (None for the first night)
+    # per-item correctness on the general probe, same items in the same order (optional)
+    general_base_correct: tuple | None = None
+    general_adapted_correct: tuple | None = None
 
 
 @dataclass
@@ -292,6 +304,21 @@ def _fraction(name: str, v: float) -> float:
     return float(v)
 
 
+def _drop_lower_bound(inputs: GateInputs, confidence: float) -> float | None:
+    """One-sided lower confidence bound (points) of the paired general-accuracy drop."""
+    b, a = inputs.general_base_correct, inputs.general_adapted_correct
+    if not confidence or b is None or a is None:
+        return None
+    if len(b) != len(a) or not b:
+        raise MetricsError(f"per-item general results differ in length ({len(b)} vs {len(a)}) or "
+                           "are empty; score base and adapter on the same items.")
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if abs(d.mean() * 100 - (inputs.general_base - inputs.general_adapted) * 100) > 1e-6:
+        raise MetricsError("per-item general results do not match the general accuracies given.")
+    means = _resample_means(d, 2000, 0)
+    return float(np.quantile(means, 1.0 - confidence)) * 100
+
+
 def gate(inputs: GateInputs, config: GateConfig | None = None) -> GateResult:
     """Promote an adapter only if it helps personally and stays inside the forgetting budget."""
     cfg = config or GateConfig()
@@ -309,11 +336,18 @@ def gate(inputs: GateInputs, config: GateConfig | None = None) -> GateResult:
         f"{'>' if ok else 'is not >'} {cfg.min_personal_gain_points:g} points"))
 
     drop = (gb - ga) * 100
-    ok = drop <= cfg.max_general_drop_points + 1e-9
-    checks.append(GateCheck(
-        "general_drop", drop, cfg.max_general_drop_points, ok,
-        f"general accuracy drop {drop:.1f} points ({gb:.3f} -> {ga:.3f}) "
-        f"{'<=' if ok else 'exceeds'} {cfg.max_general_drop_points:g} points"))
+    bound = _drop_lower_bound(inputs, cfg.general_confidence)
+    if bound is None:
+        ok = drop <= cfg.max_general_drop_points + 1e-9
+        msg = (f"general accuracy drop {drop:.1f} points ({gb:.3f} -> {ga:.3f}) "
+               f"{'<=' if ok else 'exceeds'} {cfg.max_general_drop_points:g} points")
+    else:
+        ok = bound <= cfg.max_general_drop_points + 1e-9
+        n = len(inputs.general_base_correct)
+        msg = (f"general accuracy drop {drop:.1f} points ({gb:.3f} -> {ga:.3f}, {n} items); "
+               f"at {cfg.general_confidence:.0%} confidence it is at least {bound:.1f} points, "
+               f"{'within' if ok else 'over'} the {cfg.max_general_drop_points:g}-point budget")
+    checks.append(GateCheck("general_drop", drop, cfg.max_general_drop_points, ok, msg))
 
     if inputs.ppl_ratio is not None:
         r = float(inputs.ppl_ratio)

@@ -37,6 +37,14 @@ def _quiet_stderr():
         os.close(fd)
 
 
+def _shared_prefix(prev, ids: list[int]) -> int:
+    n = min(len(prev), len(ids))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(prev[:n]) != np.asarray(ids[:n]))
+    return int(diff[0]) if diff.size else n
+
+
 class LlamaCppRuntime(Runtime):
     backend = "llama.cpp"
 
@@ -114,8 +122,13 @@ class LlamaCppRuntime(Runtime):
         s = self._scorer
         if len(ids) > s.n_ctx():
             raise QuantError(f"text of {len(ids)} tokens exceeds the scoring window ({s.n_ctx()}).")
-        s.reset()
-        s.eval(ids)
+        # Reuse the KV cache for the prefix shared with the previous call: the choices of a
+        # multiple-choice item share their context, so only the continuation is evaluated again.
+        # Rows of s.scores before the shared length are the logits of that same prefix.
+        p = _shared_prefix(s.input_ids[: s.n_tokens], ids)
+        s.n_tokens = p
+        if p < len(ids):
+            s.eval(ids[p:])
         return np.array(s.scores[: len(ids)], dtype=np.float32)
 
     def set_adapter(self, path: str | None) -> None:

@@ -159,6 +159,32 @@ def test_gate_skips_unmeasured_and_uses_config():
     assert not r.passed and r.reasons[0].startswith("general accuracy drop 2.0 points")
 
 
+def test_gate_general_check_is_noise_aware_with_per_item_results():
+    base = (True,) * 42 + (False,) * 18  # 60 items, 0.700
+    one_flip = (False,) + base[1:]  # one unlucky item: 1.7 points down
+    r = gate(GateInputs(0.0, 0.8, 0.7, 41 / 60, None, None, base, one_flip))
+    assert r.passed, r.reasons
+    assert "at 90% confidence" in r.checks[1].message and "within" in r.checks[1].message
+    # the same numbers without per-item results: the point estimate rejects
+    assert not gate(GateInputs(0.0, 0.8, 0.7, 41 / 60)).passed
+    # and so does confidence 0 with them
+    assert not gate(GateInputs(0.0, 0.8, 0.7, 41 / 60, None, None, base, one_flip),
+                    GateConfig(general_confidence=0)).passed
+    # a real drop: 8 items lost, none gained (13 points) is shown beyond the budget
+    eight = (False,) * 8 + base[8:]
+    r = gate(GateInputs(0.0, 0.8, 0.7, 34 / 60, None, None, base, eight))
+    assert not r.passed and "over the 1-point budget" in r.reasons[0]
+    # losses offset by gains are no drop at all
+    swapped = (False,) * 3 + base[3:42] + (True,) * 3 + base[45:]
+    assert gate(GateInputs(0.0, 0.8, 0.7, 0.7, None, None, base, swapped)).passed
+    with pytest.raises(MetricsError, match="differ in length"):
+        gate(GateInputs(0.0, 0.8, 0.7, 0.7, None, None, base, base[:10]))
+    with pytest.raises(MetricsError, match="do not match"):
+        gate(GateInputs(0.0, 0.8, 0.7, 0.5, None, None, base, base))
+    with pytest.raises(MetricsError, match="general_confidence"):
+        GateConfig(general_confidence=1.0)
+
+
 def test_gate_config_and_inputs_validated():
     with pytest.raises(MetricsError, match="max_ppl_ratio"):
         GateConfig(max_ppl_ratio=0.9)

@@ -224,6 +224,17 @@ def test_kl_drift_with_fakes():
     assert probes.kl_drift(base, other, texts) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
 
 
+def test_drift_is_perplexity_of_each_and_kl_in_one_pass():
+    texts = ["one two three four", "five six"]
+    base = FakeRuntime(vocab=2, table=np.log([0.5, 0.5]))
+    other = FakeRuntime(vocab=2, table=np.log([0.25, 0.75]))
+    d = probes.drift(base, other, texts)
+    assert d.ppl_base == pytest.approx(probes.perplexity(base, texts))
+    assert d.ppl_adapted == pytest.approx(probes.perplexity(other, texts))
+    assert d.kl == pytest.approx(probes.kl_drift(base, other, texts))
+    assert d.ppl_ratio == pytest.approx(d.ppl_adapted / d.ppl_base) and d.ppl_ratio != 1.0
+
+
 def test_chunk_text_respects_budget():
     rt = FakeRuntime(vocab=1000)
     text = " ".join(f"w{k}." if k % 7 == 6 else f"w{k}" for k in range(600))
@@ -261,3 +272,23 @@ def test_default_model_perplexity_and_self_kl(real_runtime):
     ppl = probes.perplexity(real_runtime, text)
     assert 1.0 < ppl < 100.0  # plain English prose; a uniform model would be ~49k
     assert probes.kl_drift(real_runtime, real_runtime, text) == 0.0
+
+
+@pytest.mark.slow
+def test_scoring_reuses_the_shared_prefix_exactly(real_runtime):
+    """Choices of an item share their context: the KV cache keeps it, and the log-likelihoods
+    are the very same numbers as scoring each choice from an empty cache."""
+    items = probes.bundled_general_mc()[:4]
+    reused = [[real_runtime.loglikelihood(i.context, c).logprob for c in i.continuations] for i in items]
+    fresh = []
+    for i in items:
+        row = []
+        for c in i.continuations:
+            real_runtime._scorer.n_tokens = 0  # forget the cache: the old reset-every-call path
+            row.append(real_runtime.loglikelihood(i.context, c).logprob)
+        fresh.append(row)
+    assert reused == fresh
+    # a shorter text after a longer one with the same start: rows come from the cache, unchanged
+    ids = real_runtime.tokenize(items[0].context + items[0].continuations[0])
+    full = real_runtime.logits(ids)
+    assert np.array_equal(real_runtime.logits(ids[:5]), full[:5])

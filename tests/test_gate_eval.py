@@ -1,0 +1,80 @@
+"""The base-result cache behind the gate and `reverie eval`: a question asked once is not asked
+again, results persist per model file, and it refuses anything but the bare base model."""
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from assistant.gate_eval import BaseCache, Probe, ask_probes, general_ability
+from assistant.probes import MCItem
+
+
+class ChatFake:
+    backend = "fake"
+
+    def __init__(self, adapter_path=None):
+        self.adapter_path = adapter_path
+        self.asked = []
+        self.lls = {}
+
+    def chat(self, messages, cfg):
+        q = messages[-1]["content"]
+        self.asked.append(q)
+        return f"It is Biscuit ({len(self.asked)})", SimpleNamespace(prompt_tokens=7, ttft_s=0.1, tokens_per_s=30.0)
+
+    def loglikelihood(self, context, continuation):
+        self.asked.append((context, continuation))
+        return SimpleNamespace(logprob=-len(continuation), n_tokens=1, is_greedy=False)
+
+
+PROBES = [Probe("f1", "What is my dog's name?", "Biscuit"), Probe("f2", "Where do I live?", "Bergen")]
+
+
+def test_questions_are_asked_once_and_the_cache_persists(tmp_path):
+    rt = ChatFake()
+    cache = BaseCache.for_model(tmp_path, "ab" * 32)
+    first = ask_probes(rt, PROBES, "sys", cache=cache)
+    assert len(rt.asked) == 2 and first.correct == [True, False]
+    again = ask_probes(rt, PROBES + [Probe("f3", "Who is my sister?", "Anna")], "sys",
+                       cache=BaseCache.for_model(tmp_path, "ab" * 32))
+    assert len(rt.asked) == 3  # only the new question reached the model
+    assert again.answers[:2] == first.answers and again.prompt_tokens == [7, 7, 7]
+    assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"  # questions are personal
+    # another system prompt, another generation length or another model: asked afresh
+    ask_probes(rt, PROBES[:1], "other system prompt", cache=cache)
+    ask_probes(rt, PROBES[:1], "sys", max_tokens=16, cache=cache)
+    ask_probes(rt, PROBES[:1], "sys", cache=BaseCache.for_model(tmp_path, "cd" * 32))
+    assert len(rt.asked) == 6
+
+
+def test_cache_refuses_adapters_and_memory_and_survives_damage(tmp_path):
+    cache = BaseCache.for_model(tmp_path, "ab" * 32)
+    with pytest.raises(ValueError, match="base model"):
+        ask_probes(ChatFake(adapter_path="/x.gguf"), PROBES, "sys", cache=cache)
+    with pytest.raises(ValueError, match="without memory"):
+        ask_probes(ChatFake(), PROBES, "sys", memory_block=lambda q: "note", cache=cache)
+    with pytest.raises(ValueError, match="base model"):
+        general_ability(ChatFake(adapter_path="/x.gguf"), [], cache=cache)
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    cache.path.write_text("{not json")
+    rt = ChatFake()
+    assert ask_probes(rt, PROBES, "sys", cache=BaseCache(cache.path)).correct == [True, False]
+    assert len(json.loads(cache.path.read_text())) == 2  # rewritten whole
+
+
+def test_general_ability_from_cache_equals_scoring(tmp_path):
+    items = [MCItem("1", "piqa", "c1", [" a", " bbb"], ["a", "bbb"], 0),
+             MCItem("2", "piqa", "c2", [" aaaa", " b"], ["aaaa", "b"], 0),
+             MCItem("3", "piqa", "c3", [" aa", " b"], ["aa", "b"], 1)]
+    plain = general_ability(ChatFake(), items)
+    cache = BaseCache.for_model(tmp_path, "ab" * 32)
+    rt = ChatFake()
+    part = general_ability(rt, items[:2], cache=cache)
+    n = len(rt.asked)
+    whole = general_ability(rt, items, cache=cache)
+    assert len(rt.asked) == n + 2  # only item 3's two choices were scored
+    assert (whole.acc, whole.acc_norm, whole.correct) == (plain.acc, plain.acc_norm, plain.correct)
+    assert part.correct == plain.correct[:2]
