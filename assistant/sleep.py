@@ -46,10 +46,14 @@ class SleepOptions:
     merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
     # steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else TrainConfig's)
     checkpoint_every: int = 0
+    # peft: torch on the dequantized GGUF (CPU/CUDA/MPS); mlx: QLoRA on the quantized GGUF itself
+    trainer: str = "peft"
 
     def __post_init__(self):
         if self.strategy not in ("retrain", "incremental"):
             raise ReverieError(f"unknown strategy {self.strategy!r}; use retrain or incremental.")
+        if self.trainer not in ("peft", "mlx"):
+            raise ReverieError(f"unknown trainer {self.trainer!r}; use peft or mlx.")
         if self.steps < 0 or self.rank < 0 or self.learning_rate < 0 or self.checkpoint_every < 0:
             raise ReverieError("steps, rank and learning rate must be positive (0 = default).")
         from lora.metrics import GateConfig, MetricsError
@@ -218,6 +222,11 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         if old_facts - set(fact_ids) and strategy == "incremental":
             log("facts were forgotten since the last adapter: retraining from base instead of incremental")
             strategy = "retrain"
+        elif strategy == "incremental" and getattr(promoted, "trainer", opts.trainer) != opts.trainer:
+            # peft keeps Hugging Face rows (q/k permuted), MLX keeps GGUF rows: not interchangeable
+            log(f"the promoted adapter was trained with {promoted.trainer}, not {opts.trainer}: "
+                "retraining from base instead of incremental")
+            strategy = "retrain"
     elif strategy == "incremental":
         log("no promoted adapter yet: training from base")
         strategy = "retrain"
@@ -260,14 +269,11 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         vid = adapters.new_version_id()
         run_id = adapters.start_run(strategy)
         out_dir = home / "adapters" / vid
-        log(f"training {vid} ({strategy}) on {len(dataset.train)} examples with peft on the GGUF base")
-        from lora import train_peft
-
         prov = Provenance(base_model_sha256=model_sha, dataset_hash=dataset.hash,
                           ledger_snapshot=_ledger_snapshot(fact_ids, fb_ids), fact_ids=fact_ids)
-        result = train_peft(dataset, config, base_rt.chat_format.render, out_dir=out_dir,
-                            work_dir=home / "work" / "sleep", base_model_path=Path(model.path),
-                            on_report=on_train, init_adapter=init, provenance=prov, arch=model.arch)
+        result = _train(opts.trainer, dataset, config, base_rt.chat_format.render, model, out_dir,
+                        home / "work" / ("sleep" if opts.trainer == "peft" else "sleep-mlx"), on_train, init, prov, log,
+                        f"training {vid} ({strategy}) on {len(dataset.train)} examples")
         if result.resumed_from:
             log(f"resumed training from the checkpoint at step {result.resumed_from}")
         if result.aborted or result.adapter_dir is None:
@@ -291,7 +297,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                    tuple(metrics["general_base_correct"]),
                                    tuple(metrics["general_adapted_correct"])), gcfg)
         adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
-                     trainer="peft", model=model.name, base_sha256=model_sha,
+                     trainer=opts.trainer, model=model.name, base_sha256=model_sha,
                      dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
                      path=str(out_dir), gguf=str(gguf_path), metrics=metrics, gate=decision.to_dict(),
                      status="candidate")
@@ -316,6 +322,27 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         return outcome
     finally:
         base_rt.close()
+
+
+def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_dir: Path, on_train,
+           init, prov, log: Log, what: str):
+    """One interface, two trainers (lora.train): peft on the dequantized twin of the GGUF, or
+    MLX QLoRA on the quantized GGUF as served. Both write our adapter directory."""
+    from lora import train
+
+    if trainer == "mlx":
+        from quant.gguf_mlx import load_gguf_model
+
+        log(f"{what} with MLX QLoRA on the quantized GGUF (anchors as plain answers: the KL "
+            "anchor loss is peft-only)")
+        mx_model, tokenizer, _ = load_gguf_model(Path(model.path))
+        return train("mlx", dataset, config, render, model=mx_model, tokenizer=tokenizer,
+                     out_dir=out_dir, work_dir=work_dir, on_report=on_train, init_adapter=init,
+                     provenance=prov, arch=model.arch)
+    log(f"{what} with peft on the GGUF base")
+    return train("peft", dataset, config, render, out_dir=out_dir, work_dir=work_dir,
+                 base_model_path=Path(model.path), on_report=on_train, init_adapter=init,
+                 provenance=prov, arch=model.arch)
 
 
 def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,

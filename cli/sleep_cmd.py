@@ -30,6 +30,10 @@ def sleep(
         0.9, "--general-confidence",
         help="Gate: reject on general accuracy only when the drop is over budget at this one-sided "
              "confidence (bootstrap over the probe items); 0 = the measured drop decides."),
+    trainer: str = typer.Option(
+        "peft", "--trainer",
+        help="peft: torch on the dequantized GGUF (CPU, CUDA, Apple MPS); mlx: QLoRA with MLX on "
+             "the quantized GGUF itself (Apple's path; runs on Linux CPU, slowly)."),
     checkpoint_every: int = typer.Option(
         0, "--checkpoint-every", min=0,
         help="Steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else 25)."),
@@ -48,7 +52,8 @@ def sleep(
                         force=force, gate={"max_general_drop_points": max_general_drop,
                                            "max_ppl_ratio": max_ppl_ratio,
                                            "general_confidence": general_confidence},
-                        merge=check_merge_type(merge), checkpoint_every=checkpoint_every)
+                        merge=check_merge_type(merge), checkpoint_every=checkpoint_every,
+                        trainer=trainer)
     log = (lambda s: typer.echo(s, err=True))
 
     out = run_sleep(home(), opts, log=log, on_train=train_progress)

@@ -72,3 +72,36 @@ def test_sleep_trains_evaluates_and_registers(reverie_home):
     dry = run_sleep(reverie_home, _opts(dry_run=True, strategy="incremental"), log=logs.append)
     assert dry.status == "dry-run"
     assert dry.dataset["facts"] == 1 and dry.dataset["strategy"] == "retrain"
+
+
+@pytest.mark.mlx
+def test_sleep_with_the_mlx_trainer_registers_an_adapter_llama_cpp_serves(reverie_home):
+    """`reverie sleep --trainer mlx`: QLoRA on the quantized GGUF, same registry, and the GGUF
+    LoRA it exports is what the llama.cpp gate evaluated. A few steps only: MLX on Linux CPU."""
+    pytest.importorskip("mlx.core")
+    from lora.adapter import load_adapter
+    from quant.gguf_lora import read_gguf_lora
+
+    MemoryStore(reverie_home).add_fact(FACTS[0], {"command": "test"})
+    logs = []
+    from assistant.gate_eval import Probe
+    from assistant.probes import bundled_general_text
+
+    out = run_sleep(reverie_home, _opts(steps=2, trainer="mlx", max_general=4, general_items=None,
+                                        general_texts=bundled_general_text()[:1],
+                                        eval_probes=[Probe("x", "What did I name my dog?", "Biscuit")]),
+                    log=logs.append)
+    assert out.status in ("promoted", "rejected"), out.message
+    assert any("MLX QLoRA" in line for line in logs)
+    row = AdapterLedger(Ledger(reverie_home)).get(out.adapter_id)
+    assert row.trainer == "mlx" and Path(row.gguf).exists()
+    a = load_adapter(Path(row.path))
+    assert a.spec.trainer == "mlx" and a.spec.layout == "gguf"
+    assert out.metrics["train"]["steps"] == 2 and out.metrics["n_general"] == 4
+    assert len(read_gguf_lora(row.gguf).tensors) == 7 * 30  # (A, B) for 7 projections x 30 layers
+    # incremental on top of an MLX adapter with the peft trainer: layouts differ, so it retrains
+    if out.status == "promoted":
+        MemoryStore(reverie_home).add_fact(FACTS[1], {"command": "test"})
+        dry = run_sleep(reverie_home, _opts(strategy="incremental", dry_run=True), log=logs.append)
+        assert dry.dataset["strategy"] == "retrain"
+        assert any("trained with mlx" in line for line in logs)
