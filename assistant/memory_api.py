@@ -18,11 +18,15 @@ FORMATS = ("locomo",)
 
 
 @contextlib.contextmanager
-def _store(home: Path | None = None) -> Iterator:
+def _store(home: Path | None = None, heal: bool = False) -> Iterator:
+    """The memory store; heal=True first catches the vector index up with the ledger (commands
+    that read or extend the index: a killed import must not leave memories unsearchable)."""
     from memory import MemoryStore, MemoryStoreError
 
     try:
         store = MemoryStore(home or data_dir())
+        if heal:
+            store.heal_index()
     except MemoryStoreError as e:
         raise ReverieError(str(e)) from e
     try:
@@ -40,7 +44,7 @@ def list_memories(kind: str | None = None, status: str | None = "active", limit:
 
 
 def search(query: str, k: int = 10, kind: str | None = None, home: Path | None = None) -> list[dict]:
-    with _store(home) as s:
+    with _store(home, heal=True) as s:
         return [r.to_dict() for r in s.search(query, k=k, kinds=[kind] if kind else None)]
 
 
@@ -52,7 +56,7 @@ def show(memory_id: str, home: Path | None = None) -> dict:
 def add(text: str, home: Path | None = None) -> dict:
     import time
 
-    with _store(home) as s:
+    with _store(home, heal=True) as s:
         mem, action = s.add_fact(text, {"command": "memory add", "time": time.time()})
         return {"action": action, "memory": mem.to_dict()}
 
@@ -78,7 +82,7 @@ def export(path: Path, home: Path | None = None) -> int:
 
 
 def import_(path: Path, progress: Progress = None, home: Path | None = None) -> int:
-    with _store(home) as s:
+    with _store(home, heal=True) as s:
         return s.import_jsonl(Path(path), progress)
 
 
@@ -100,7 +104,7 @@ def reindex(progress: Progress = None, home: Path | None = None) -> int:
 def import_conversation(path: Path, fmt: str = "locomo", progress: Progress = None,
                         home: Path | None = None) -> dict:
     _check_format(fmt)
-    with _store(home) as s:
+    with _store(home, heal=True) as s:
         return s.import_locomo(Path(path), progress)
 
 

@@ -24,6 +24,7 @@ class Services:
             from memory import MemoryStore
 
             self._memory = MemoryStore(self.home)
+            self._memory.heal_index()  # a crash between ledger and index write left it behind
         return self._memory
 
     def recall(self, query: str, runtime) -> tuple[list, str]:

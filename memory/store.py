@@ -272,6 +272,20 @@ class MemoryStore:
         self._vector_put([_row_to_memory(r) for r in rows], progress)
         return len(rows)
 
+    def heal_index(self) -> tuple[int, int]:
+        """Bring chromadb back in line with the ledger after a crash between the two writes (the
+        ledger commits first, the vector write follows). Cheap when nothing is wrong: one count
+        each; ids are compared only when the counts differ. Returns (added, removed)."""
+        active = self.db.execute("select count(*) from memories where status = 'active'").fetchone()[0]
+        if self.vectors.count() == active:
+            return 0, 0
+        want = {r[0] for r in self.db.execute("select id from memories where status = 'active'")}
+        have = self.vectors.ids()
+        extra, missing = sorted(have - want), sorted(want - have)
+        self.vectors.delete(extra)
+        self._vector_put([_row_to_memory(r) for r in self._rows_by_id(missing)])
+        return len(missing), len(extra)
+
     def export_jsonl(self, path: Path) -> int:
         """Write every active and superseded memory, with its history, as JSONL (0600)."""
         rows = self._dicts("select * from memories order by seq")

@@ -228,3 +228,18 @@ def test_fts_leaves_out_the_most_common_words_only_over_its_budget(store):
     hits = fts_search(db, "common zebra", 5, budget=10)
     assert [h.id for h in hits] == [store.list(limit=1)[0].id]
     assert len(fts_search(db, "common zebra", 5, budget=None)) == 5
+
+
+def test_heal_index_catches_chromadb_up_after_a_crash_between_the_writes(store):
+    a, _ = store.add_fact("My dog's name is Biscuit", {})
+    b, _ = store.add_fact("I live in Tromsø", {})
+    assert store.heal_index() == (0, 0)  # in line: nothing to do
+    # a kill between the ledger commit and the vector write leaves a row chromadb lacks
+    store.vectors.delete([b.id])
+    assert store.heal_index() == (1, 0)
+    assert store.vectors.ids() == {a.id, b.id}
+    # and a forget killed the same way leaves a vector for a memory no longer active
+    store.vectors.add([("m_gone", "an old forgotten note", {"kind": "fact", "created": 0.0})])
+    assert store.heal_index() == (0, 1)
+    assert store.vectors.ids() == {a.id, b.id}
+    assert b.id in [r.id for r in store.search("Tromsø", k=5)]
