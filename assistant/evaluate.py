@@ -154,6 +154,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         "bwt": bwt.get("adapter"), "bwt_by_arm": bwt, "R": R, "per_night": per_night,
         "n_facts": len([f for f in facts if f.night <= nights]), "n_general": len(items),
         "nights": nights, "sleeps": sleeps, "seconds": time.time() - t0, "data_dir": str(home),
+        "disk_bytes": ad_bytes, "memory_disk_bytes": mem_bytes,
     }
     base_rt.close()
     if ad_rt is not None:

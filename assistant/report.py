@@ -9,7 +9,7 @@ The dict (as produced by evaluate.py; keys other than "arms" may be missing or N
   arms: {"base"|"memory"|"adapter"|"adapter+memory": {personal_acc, personal_ci, general_acc,
          general_ci, prompt_tokens, ttft_s, tokens_per_s}}   CIs are [low, high] or {low, high}
   general_acc_delta, kl_drift, ppl_ratio, bwt, R (nights x nights, None for not measured, or a
-  dict arm -> such a matrix), n_facts, seconds, disk_bytes, and optionally gate {passed, reasons}.
+  dict arm -> such a matrix), n_facts, seconds, disk_bytes (adapter), memory_disk_bytes, and optionally gate {passed, reasons}.
 """
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ def _summary(results: dict) -> list[tuple[str, str]]:
         ("backward transfer (BWT)", "—" if bwt is None else f"{bwt * 100:+.1f} points"),
         ("facts", _fmt(results.get("n_facts"), ".0f")),
         ("adapter disk", _bytes(results.get("disk_bytes"))),
+        ("memory disk (ledger + vector index)", _bytes(results.get("memory_disk_bytes"))),
         ("wall time", "—" if _num(results.get("seconds")) is None
          else f"{float(results['seconds']):.1f} s"),
     ]
