@@ -42,6 +42,7 @@ class SleepOptions:
     general_texts: list | None = None
     eval_probes: list | None = None  # Probe list for personal recall; default: held-back phrasings
     max_general: int = 60
+    max_probes: int = 64  # held-back questions asked by the gate (facts new tonight first)
     phrasings_per_fact: int = 4
     merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
     # steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else TrainConfig's)
@@ -149,13 +150,33 @@ def _train_config(opts: SleepOptions, n_examples: int | None = None):
     return TrainConfig(**kw)
 
 
-def held_back_probes(facts, trained_questions: set[str]) -> list:
-    """Questions about each fact that were generated but not trained on (unseen phrasings)."""
+def held_back_probes(facts, trained_questions: set[str], limit: int = 0,
+                     new_ids: set[str] | None = None, seed: int = 0) -> list:
+    """Questions about each fact that were generated but not trained on (unseen phrasings).
+
+    limit > 0 bounds the night's evaluation whatever the ledger holds (2 questions a fact for
+    2,473 facts would be ~10,000 generations): facts new since the last adapter come first, the
+    rest is a seeded sample, and each chosen fact keeps its two questions."""
+    import random
+
     from lora.phrasings import is_near, phrase
 
     from .gate_eval import Probe
     from .persona import first_person
 
+    facts = list(facts)
+    if limit and 2 * len(facts) > limit:
+        n = max(1, limit // 2)
+        fresh = [f for f in facts if new_ids is not None and f.id in new_ids]
+        old = [f for f in facts if not (new_ids is not None and f.id in new_ids)]
+        rng = random.Random(seed)
+        # new facts first, but keep room for old ones (backward transfer) when there are any
+        n_fresh = min(len(fresh), max(n - n // 2, n - len(old)) if old else n)
+        if n_fresh < len(fresh):
+            fresh = rng.sample(fresh, n_fresh)
+        chosen = fresh + rng.sample(old, min(len(old), n - len(fresh)))
+        keep = {f.id for f in chosen}
+        facts = [f for f in facts if f.id in keep]
     probes = []
     for f in facts:
         p = phrase(first_person(f.text), f.subject or "")
@@ -353,7 +374,9 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
     from .probes import bundled_general_mc, bundled_general_text
 
     trained_q = {m["content"] for e in dataset.train for m in e.messages if m["role"] == "user"}
-    probes = opts.eval_probes if opts.eval_probes is not None else held_back_probes(facts, trained_q)
+    old_ids = set(json.loads(promoted.fact_ids or "[]")) if promoted is not None else set()
+    probes = opts.eval_probes if opts.eval_probes is not None else held_back_probes(
+        facts, trained_q, opts.max_probes, {f.id for f in facts} - old_ids, opts.seed)
     items = opts.general_items if opts.general_items is not None else bundled_general_mc()
     items = items[: opts.max_general]
     texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()

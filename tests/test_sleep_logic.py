@@ -111,3 +111,26 @@ def test_runs_left_running_by_a_killed_sleep_are_closed(reverie_home):
     assert led.close_stale_runs() == [dead]
     assert {r["id"]: r["status"] for r in led.runs()} == {dead: "interrupted", done: "promoted"}
     assert led.close_stale_runs() == []
+
+
+def test_gate_probes_are_bounded_new_facts_first_and_old_ones_kept():
+    """A ledger of thousands of facts must not make the night's evaluation thousands of
+    generations (the crash harness's data dir had 2,473 facts)."""
+    from types import SimpleNamespace
+
+    from assistant.sleep import held_back_probes
+
+    facts = [SimpleNamespace(id=f"f{i:04d}", text=f"My locker number is {i}.", subject="locker number")
+             for i in range(300)]
+    everything = held_back_probes(facts, set())
+    assert len(everything) == 600  # 2 a fact when unbounded
+    new = {f"f{i:04d}" for i in range(290, 300)}
+    probes = held_back_probes(facts, set(), limit=64, new_ids=new)
+    chosen = {p.fact_id for p in probes}
+    assert len(probes) == 64 and len(chosen) == 32
+    assert new <= chosen  # tonight's 10 facts are all measured
+    assert len(chosen - new) == 22  # and old ones too, for backward transfer
+    assert held_back_probes(facts, set(), limit=64, new_ids=new) == probes  # seeded
+    only_new = held_back_probes(facts, set(), limit=64, new_ids={f.id for f in facts})
+    assert len(only_new) == 64
+    assert len(held_back_probes(facts[:20], set(), limit=64)) == 40  # under the limit: all
