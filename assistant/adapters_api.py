@@ -59,14 +59,14 @@ def check_adapter_files(home: Path, row) -> None:
     from quant.registry import Registry, sha256_file
 
     from .errors import ReverieError
-    from .sleep import _cached_sha
+    from .sleep import cached_sha256
 
     gguf = Path(row.gguf) if row.gguf else None
     if gguf is None or not gguf.is_file():
         raise ReverieError(f"{row.id}'s GGUF file {row.gguf or '(none)'} is missing; it cannot be "
                            "promoted. Run `reverie sleep --force` to train a new adapter.")
     model = Registry(home).get(row.model)
-    current = _cached_sha(Path(home), Path(model.path), sha256_file) if Path(model.path).is_file() else ""
+    current = cached_sha256(Path(home), Path(model.path), sha256_file) if Path(model.path).is_file() else ""
     if row.base_sha256 and current and row.base_sha256 != current:
         raise ReverieError(f"{row.id} was trained for another base model (sha256 {row.base_sha256[:12]}…) "
                            f"than the current {model.name} ({current[:12]}…); run `reverie sleep --force` "

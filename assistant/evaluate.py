@@ -41,7 +41,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                          load_multiple_choice, load_persona)
     from .runtime_api import open_runtime
     from .services import Services
-    from .sleep import SleepOptions, _cached_sha, run_sleep
+    from .sleep import SleepOptions, cached_sha256, run_sleep
 
     t0 = time.time()
     facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
@@ -70,7 +70,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     session = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=False)
     sp = session.system_prompt
     # the base arm's answers do not change between nights: each question is asked once
-    cache = BaseCache.for_model(home, _cached_sha(home, Path(session.runtime.model.path), sha256_file))
+    cache = BaseCache.for_model(home, cached_sha256(home, Path(session.runtime.model.path), sha256_file))
     outcomes: dict[str, list] = {a: [] for a in ARMS}
     per_night = []
     last = {}
@@ -126,7 +126,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     res, base_rt, ad_rt = last["res"], last["base_rt"], last["ad_rt"]
     log("general ability, perplexity and KL drift")
     fg = forgetting(base_rt, ad_rt or base_rt, items, texts, cache=cache)
-    gb, ga, ppl_b, ppl_a, kl = fg.general_base, fg.general_adapted, fg.ppl_base, fg.ppl_adapted, fg.kl
+    gb, ga = fg.general_base, fg.general_adapted
+    ppl_b, ppl_a, kl = fg.drift.ppl_base, fg.drift.ppl_adapted, fg.drift.kl
     mem_bytes = _dir_bytes(home / "chroma") + (home / "ledger.db").stat().st_size
     ad_bytes = Path(last["gguf"]).stat().st_size if last["gguf"] else 0
     arms = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .probes import personal_correct
+from .probes import Drift, personal_correct
 
 
 @dataclass
@@ -145,6 +145,8 @@ def general_ability(runtime, items, limit: int | None = None,
         raise ValueError("the base-result cache is only for the base model.")
     t0 = time.perf_counter()
     items = list(items)[:limit] if limit is not None else list(items)
+    if not items:
+        score_multiple_choice(runtime, items)  # raises its message for an empty probe set
     keys = [BaseCache.key("mc", runtime.backend, it.context, it.continuations, it.choices, it.label)
             for it in items] if cache is not None else [""] * len(items)
     got = [cache.get(k) if cache is not None else None for k in keys]
@@ -157,8 +159,6 @@ def general_ability(runtime, items, limit: int | None = None,
                 cache.put(keys[i], got[i])
         if cache is not None:
             cache.save()
-    if not items:
-        score_multiple_choice(runtime, items)  # raises the usual message for an empty probe
     correct = [g[0] for g in got]
     n = len(items)
     return GeneralResult(sum(correct) / n, sum(g[1] for g in got) / n, correct,
@@ -170,13 +170,7 @@ class ForgettingResult:
     """General ability and drift of an adapted runtime against its base, on the same items/texts."""
     general_base: GeneralResult
     general_adapted: GeneralResult
-    ppl_base: float
-    ppl_adapted: float
-    kl: float
-
-    @property
-    def ppl_ratio(self) -> float | None:
-        return self.ppl_adapted / self.ppl_base if self.ppl_base else None
+    drift: Drift  # perplexity of each and KL(base || adapted)
 
 
 def forgetting(base_runtime, adapted_runtime, items, texts,
@@ -187,5 +181,4 @@ def forgetting(base_runtime, adapted_runtime, items, texts,
 
     gb = general_ability(base_runtime, items, cache=cache)
     ga = general_ability(adapted_runtime, items)
-    d = drift(base_runtime, adapted_runtime, texts)
-    return ForgettingResult(gb, ga, d.ppl_base, d.ppl_adapted, d.kl)
+    return ForgettingResult(gb, ga, drift(base_runtime, adapted_runtime, texts))

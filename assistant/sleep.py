@@ -255,7 +255,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     config = _train_config(opts)
     base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
     try:
-        model_sha = _cached_sha(home, Path(model.path), sha256_file)
+        model_sha = cached_sha256(home, Path(model.path), sha256_file)
         if opts.dry_run and not (home / "cache" / f"anchors-{model_sha[:16]}.json").exists():
             # a dry run should be instant: show the anchor prompts, answers are made at training time
             from lora import Anchor
@@ -293,7 +293,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         prov = Provenance(base_model_sha256=model_sha, dataset_hash=dataset.hash,
                           ledger_snapshot=_ledger_snapshot(fact_ids, fb_ids), fact_ids=fact_ids)
         result = _train(opts.trainer, dataset, config, base_rt.chat_format.render, model, out_dir,
-                        home / "work" / ("sleep" if opts.trainer == "peft" else "sleep-mlx"), on_train, init, prov, log,
+                        home / "work", on_train, init, prov, log,
                         f"training {vid} ({strategy}) on {len(dataset.train)} examples")
         if result.resumed_from:
             log(f"resumed training from the checkpoint at step {result.resumed_from}")
@@ -345,12 +345,14 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         base_rt.close()
 
 
-def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_dir: Path, on_train,
+def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_root: Path, on_train,
            init, prov, log: Log, what: str):
     """One interface, two trainers (lora.train): peft on the dequantized twin of the GGUF, or
-    MLX QLoRA on the quantized GGUF as served. Both write our adapter directory."""
+    MLX QLoRA on the quantized GGUF as served. Both write our adapter directory; each keeps its
+    own resumable checkpoint under work_root."""
     from lora import train
 
+    work_dir = work_root / ("sleep" if trainer == "peft" else "sleep-mlx")
     if trainer == "mlx":
         from quant.gguf_mlx import load_gguf_model
 
@@ -387,10 +389,9 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         pa = ask_probes(ad_rt, probes, system_prompt)
         log(f"  general ability and drift: {len(items)} multiple-choice items, {len(texts)} general texts")
         fg = forgetting(base_rt, ad_rt, items, texts, cache=cache)
-        gb, ga, ppl_b, ppl_a, kl = fg.general_base, fg.general_adapted, fg.ppl_base, fg.ppl_adapted, fg.kl
+        gb, ga, d = fg.general_base, fg.general_adapted, fg.drift
         bwt = None
         if promoted is not None and Path(promoted.gguf).exists():
-            old_ids = set(json.loads(promoted.fact_ids or "[]"))
             old_probes = [p for p in probes if p.fact_id in old_ids]
             if old_probes:
                 prev_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads,
@@ -407,17 +408,17 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
          "general_base": gb.acc, "general_adapted": ga.acc, "n_general": len(items),
          "general_base_correct": [bool(c) for c in gb.correct],
          "general_adapted_correct": [bool(c) for c in ga.correct],
-         "ppl_base": ppl_b, "ppl_adapted": ppl_a, "ppl_ratio": ppl_a / ppl_b if ppl_b else None,
-         "kl_drift": kl, "bwt": bwt,
+         "ppl_base": d.ppl_base, "ppl_adapted": d.ppl_adapted, "ppl_ratio": d.ppl_ratio,
+         "kl_drift": d.kl, "bwt": bwt,
          "per_fact_adapted": pa.by_fact(), "per_fact_base": pb.by_fact(),
          "examples": [{"q": p.question, "expected": p.answer, "base": b, "adapter": a}
                       for p, b, a in list(zip(probes, pb.answers, pa.answers))[:10]]}
     log(f"personal {pb.acc:.2f} → {pa.acc:.2f} · general {gb.acc:.3f} → {ga.acc:.3f} · "
-        f"ppl ratio {m['ppl_ratio']:.3f} · KL {kl:.4f}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
+        f"ppl ratio {m['ppl_ratio']:.3f} · KL {d.kl:.4f}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
     return m
 
 
-def _cached_sha(home: Path, path: Path, sha_fn) -> str:
+def cached_sha256(home: Path, path: Path, sha_fn) -> str:
     st = path.stat()
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     cache = home / "cache" / "sha256.json"

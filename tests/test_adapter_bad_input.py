@@ -22,11 +22,11 @@ SMOL = {"q_proj": [576, 576], "v_proj": [192, 576]}
 
 
 def _model_sha(home: Path) -> str:
-    from assistant.sleep import _cached_sha
+    from assistant.sleep import cached_sha256
     from quant.registry import Registry, sha256_file
 
     home.mkdir(parents=True, exist_ok=True)
-    return _cached_sha(home, Path(Registry(home).get(MODEL).path), sha256_file)
+    return cached_sha256(home, Path(Registry(home).get(MODEL).path), sha256_file)
 
 
 def _adapter(home: Path, vid: str, base_sha: str, dims=SMOL, n_layers=30, seed=0):

@@ -83,14 +83,14 @@ def test_kill_during_training_then_sleep_resumes_and_keeps_the_promoted_adapter(
     from quant.registry import Registry
 
     from assistant.gate_eval import Probe
-    from assistant.sleep import _cached_sha
+    from assistant.sleep import cached_sha256
     from quant.registry import sha256_file
 
     home = reverie_home
     store = MemoryStore(home)
     first_ids = sorted(store.add_fact(t, {"command": "test"})[0].id for t in FIRST)
     model = Registry(home).get()
-    sha = _cached_sha(home, Path(model.path), sha256_file)
+    sha = cached_sha256(home, Path(model.path), sha256_file)
     (home / "cache" / f"anchors-{sha[:16]}.json").write_text(
         json.dumps([{"prompt": p, "answer": a} for p, a in ANCHORS]))
     old = _promoted_adapter(home, model, sha, first_ids)
