@@ -177,12 +177,10 @@ class ChatSession:
                 on_text(piece)
         answer = "".join(pieces).strip()
         st = self.runtime.last_stats
-        user_turn = self.ledger.add_turn(self.conversation_id, "user", text)
         meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
                 "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,
                 "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}
-        asst_turn = self.ledger.add_turn(self.conversation_id, "assistant", answer, json.dumps(meta))
-        self.services.after_turn(self.conversation_id, user_turn, asst_turn)
+        _, asst_turn = self.services.record_exchange(self.conversation_id, text, answer, json.dumps(meta))
         # history keeps what the user said; recalled memories are fetched afresh each turn
         self.history += [{"role": "user", "content": text},
                          {"role": "assistant", "content": answer}]

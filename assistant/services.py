@@ -23,7 +23,7 @@ class Services:
         if self._memory is None:
             from memory import MemoryStore
 
-            self._memory = MemoryStore(self.home)
+            self._memory = MemoryStore(self.home, self.ledger)  # one connection: one transaction a turn
             self._memory.heal_index()  # a crash between ledger and index write left it behind
         return self._memory
 
@@ -54,11 +54,21 @@ class Services:
             chosen = chosen[:-1]
         return chosen, format_for_chat(chosen, policy)
 
+    def record_exchange(self, conversation_id: str, question: str, answer: str, meta: str):
+        """Store a chat turn in one ledger transaction: the user turn, the answer, their episodic
+        memories and any facts said in it. A kill leaves all of it or none (never a question
+        without its answer, or turns whose memories are missing). Returns (user_turn, answer_turn)."""
+        with self.memory.transaction():
+            user_turn = self.ledger.add_turn(conversation_id, "user", question)
+            assistant_turn = self.ledger.add_turn(conversation_id, "assistant", answer, meta)
+            self.after_turn(conversation_id, user_turn, assistant_turn)
+        return user_turn, assistant_turn
+
     def after_turn(self, conversation_id: str, user_turn, assistant_turn) -> None:
         mem = self.memory
-        mem.record_turn(conversation_id, user_turn.id, "user", user_turn.content, user_turn.created)
-        mem.record_turn(conversation_id, assistant_turn.id, "assistant", assistant_turn.content,
-                        assistant_turn.created)
+        for turn in (user_turn, assistant_turn):
+            if turn.content.strip():  # a model can answer nothing; there is nothing to remember
+                mem.record_turn(conversation_id, turn.id, turn.role, turn.content, turn.created)
         mem.observe_user_message(user_turn.content, conversation_id, user_turn.id)
 
     def describe(self, recalled) -> str:

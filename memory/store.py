@@ -12,6 +12,7 @@ import json
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,9 +84,37 @@ class MemoryStore:
         self.db = self.ledger.db
         self.vectors = VectorIndex(self.home)
         self.last_timings: dict[str, float] = {}  # ms per stage of the latest recall
+        self._deferred: list | None = None  # vector writes waiting for transaction() to commit
 
     def close(self) -> None:
         self.ledger.close()
+
+    @contextmanager
+    def transaction(self):
+        """Several writes as one ledger transaction (a chat turn: both turns, their episodic
+        memories and the facts said in it), so a kill leaves all of them or none. Vector writes
+        wait until the commit: the ledger is the truth, and `heal_index` catches chromadb up if
+        a kill falls between the two. Nested use joins the outer transaction."""
+        if self._deferred is not None:
+            with self.db.atomic():
+                yield self
+            return
+        self._deferred = []
+        try:
+            with self.db.atomic():
+                yield self
+            pending = self._deferred
+        finally:
+            self._deferred = None
+        for write in pending:
+            write()
+
+    def _vectors_do(self, write) -> None:
+        """Run a vector write now, or after the enclosing transaction() commits."""
+        if self._deferred is not None:
+            self._deferred.append(write)
+        else:
+            write()
 
     # --- reading ------------------------------------------------------------------------------
     def get(self, memory_id: str) -> Memory:
@@ -424,10 +453,9 @@ class MemoryStore:
                         "(select seq from memories where id = ?)", [memory_id])
 
     def _vector_put(self, memories: list[Memory], progress: Progress = None) -> None:
-        active = [m for m in memories if m.status == "active"]
-        self.vectors.add([(m.id, index_text(m.text, m.source),
-                           {"kind": m.kind, "created": float(m.created)}) for m in active],
-                         progress)
+        rows = [(m.id, index_text(m.text, m.source), {"kind": m.kind, "created": float(m.created)})
+                for m in memories if m.status == "active"]
+        self._vectors_do(lambda: self.vectors.add(rows, progress))
 
     def _insert_rows(self, items: list[tuple], ids: list[str] | None = None) -> list[Memory]:
         """Insert (kind, text, subject, source, created) rows; the caller holds a transaction."""
@@ -494,7 +522,7 @@ class MemoryStore:
             self._fts_put(old.id)
             new = self._insert_rows([("fact", text, subject, {**source, "supersedes": old.id},
                                       None)])[0]
-        self.vectors.delete([old.id])
+        self._vectors_do(lambda: self.vectors.delete([old.id]))
         self._vector_put([new])
         return new
 

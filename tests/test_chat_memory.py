@@ -155,3 +155,36 @@ def test_told_fact_answers_in_a_new_conversation_until_forgotten(tmp_path, llama
     r = s.send("What is my sister's name?")
     assert "ingrid" not in r.answer.lower()
     assert fact_id not in s.command("/why").output
+
+
+def test_a_chat_turn_is_one_transaction_and_vectors_follow_the_commit(tmp_path):
+    """A failure (or a kill) anywhere in a turn's writes leaves no half turn: no question without
+    its answer, no turns without their memories. Vector rows are written only after the commit."""
+    from assistant.services import Services
+    from memory.ledger import Ledger
+
+    home = tmp_path / "home"
+    ledger = Ledger(home)
+    services = Services(home, ledger)
+    store = services.memory
+    conv = ledger.new_conversation(model="test", meta="{}")
+    counts = lambda: (len(ledger.turns(conv)), len(store.list(limit=None)), store.vectors.count())
+
+    seen_inside = []
+    real_observe = store.observe_user_message
+
+    def observe_then_fail(text, cid, tid):
+        real_observe(text, cid, tid)
+        seen_inside.append(counts())  # inside the transaction: rows written, vectors not yet
+        raise RuntimeError("killed mid-turn")
+
+    store.observe_user_message = observe_then_fail
+    with pytest.raises(RuntimeError):
+        services.record_exchange(conv, "My sister is called Ingrid.", "Nice name.", "{}")
+    assert seen_inside == [(2, 3, 0)]  # 2 turns, 2 episodic + 1 fact, no vector written yet
+    assert counts() == (0, 0, 0)  # all rolled back, nothing reached chromadb
+
+    store.observe_user_message = real_observe
+    services.record_exchange(conv, "My sister is called Ingrid.", "", "{}")  # an empty answer
+    assert counts() == (2, 2, 2)  # both turns; memories for the user turn and the fact only
+    ledger.close()
