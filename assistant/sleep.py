@@ -356,8 +356,7 @@ def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_roo
     if trainer == "mlx":
         from quant.gguf_mlx import load_gguf_model
 
-        log(f"{what} with MLX QLoRA on the quantized GGUF (anchors as plain answers: the KL "
-            "anchor loss is peft-only)")
+        log(f"{what} with MLX QLoRA on the quantized GGUF")
         mx_model, tokenizer, _ = load_gguf_model(Path(model.path))
         return train("mlx", dataset, config, render, model=mx_model, tokenizer=tokenizer,
                      out_dir=out_dir, work_dir=work_dir, on_report=on_train, init_adapter=init,

@@ -81,6 +81,49 @@ def _set_weights(model, targets, weights: dict) -> None:
             setattr(m, f"lora_{ab}", mx.array(arr))
 
 
+def base_logprobs(model, targets, ids):
+    """Next-token log-probs of the model with its LoRA switched off (scale 0, no dropout): what
+    anchors pull the adapter back towards. Computed outside the gradient, once a step, so no
+    second copy of the model is held (the peft trainer does the same with disable_adapter)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    layers = list(_lora_layers(model, targets).values())
+    scales = [m.scale for m in layers]
+    training = model.training
+    model.eval()
+    try:
+        for m in layers:
+            m.scale = 0.0
+        lp = nn.log_softmax(model(ids).astype(mx.float32), axis=-1)
+        mx.eval(lp)
+    finally:
+        for m, s in zip(layers, scales):
+            m.scale = s
+        if training:
+            model.train()
+    return mx.stop_gradient(lp)
+
+
+def anchor_kl(model, ids, mask, base_lp):
+    """Mean KL(base || adapted) over the real positions (mask 1) of the inputs ids: the same
+    objective as the peft trainer's anchor_kl_loss (TrainConfig.anchor_kl)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    lq = nn.log_softmax(model(ids).astype(mx.float32), axis=-1)
+    kl = (mx.exp(base_lp) * (base_lp - lq)).sum(axis=-1)
+    return (kl * mask).sum() / mx.maximum(mask.sum(), 1)
+
+
+def _pad(rows, n: int):
+    import mlx.core as mx
+
+    ids = mx.array([r[0] + [0] * (n - len(r[0])) for r in rows])
+    labels = mx.array([r[1] + [-100] * (n - len(r[1])) for r in rows])
+    return ids, labels
+
+
 def train_mlx(dataset: Dataset | list[Example], config: TrainConfig, render: Callable, *, model,
               tokenizer, out_dir: Path, work_dir: Path, on_report: Progress | None = None,
               init_adapter: Path | None = None, provenance: Provenance | None = None,
@@ -100,6 +143,7 @@ def train_mlx(dataset: Dataset | list[Example], config: TrainConfig, render: Cal
         raise LoraError("nothing to train on: the dataset is empty. Add facts or feedback first.")
     data_hash = dataset.hash if isinstance(dataset, Dataset) else ""
     rows = [encode(tokenizer, render, e, config.max_seq_len) for e in train]
+    kinds = [e.kind if isinstance(e, Example) else e.get("kind", "") for e in train]
     total = config.total_steps(len(rows))
     targets = list(config.target_modules)
     originals = {k: m for k, m in _lora_layers(model, targets).items()}
@@ -114,12 +158,17 @@ def train_mlx(dataset: Dataset | list[Example], config: TrainConfig, render: Cal
             _set_weights(model, targets, load_adapter(Path(init_adapter)).weights)
         opt = optim.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
 
-        def loss_fn(m, ids, labels):
-            logits = m(ids[:, :-1]).astype(mx.float32)
-            y = labels[:, 1:]
-            mask = (y != -100)
-            ce = nn.losses.cross_entropy(logits, mx.where(mask, y, 0)) * mask
-            return ce.sum() / mx.maximum(mask.sum(), 1)
+        def loss_fn(m, ids, labels, a_ids, a_mask, a_base):
+            loss = mx.array(0.0)
+            if ids is not None:  # answers: cross-entropy on the answer tokens
+                logits = m(ids[:, :-1]).astype(mx.float32)
+                y = labels[:, 1:]
+                mask = (y != -100)
+                ce = nn.losses.cross_entropy(logits, mx.where(mask, y, 0)) * mask
+                loss = ce.sum() / mx.maximum(mask.sum(), 1)
+            if a_ids is not None:  # anchors: keep the base model's whole distribution
+                loss = loss + config.anchor_kl * anchor_kl(m, a_ids, a_mask, a_base)
+            return loss
 
         step_fn = nn.value_and_grad(model, loss_fn)
         guard = SpikeGuard(config)
@@ -154,12 +203,21 @@ def train_mlx(dataset: Dataset | list[Example], config: TrainConfig, render: Cal
         step = start
         while step < total:
             t0 = time.perf_counter()
-            batch = [rows[i] for i in batch_indices(step, len(rows), config.batch_size, config.seed)]
-            n = max(len(r[0]) for r in batch)
-            ids = mx.array([r[0] + [0] * (n - len(r[0])) for r in batch])
-            labels = mx.array([r[1] + [-100] * (n - len(r[1])) for r in batch])
+            idx = batch_indices(step, len(rows), config.batch_size, config.seed)
+            batch = [rows[i] for i in idx]
+            anchor = [i for i in idx if kinds[i] == "anchor"] if config.anchor_kl else []
+            plain = [rows[i] for i in idx if i not in anchor]
+            ids = labels = a_ids = a_mask = a_base = None
+            if plain:
+                ids, labels = _pad(plain, max(len(r[0]) for r in plain))
+            if anchor:
+                n = max(len(rows[i][0]) for i in anchor)
+                a_ids = _pad([rows[i] for i in anchor], n)[0][:, :-1]
+                a_mask = mx.array([[1.0 if j < len(rows[i][0]) else 0.0 for j in range(n - 1)]
+                                   for i in anchor])
+                a_base = base_logprobs(model, targets, a_ids)
             opt.learning_rate = lr_at(step, total, config)
-            loss, grads = step_fn(model, ids, labels)
+            loss, grads = step_fn(model, ids, labels, a_ids, a_mask, a_base)
             mx.eval(loss, grads)
             value = float(loss.item())
             verdict = guard.check(value)
@@ -216,8 +274,12 @@ def train_mlx(dataset: Dataset | list[Example], config: TrainConfig, render: Cal
         shutil.rmtree(ckpt, ignore_errors=True)
         return result
     finally:
-        # hand the caller back the model it gave us: plain (quantized) linears, no LoRA
-        for (i, mod), m in originals.items():
-            parent = getattr(model.layers[i], "self_attn" if mod in _ATTN else "mlp")
-            setattr(parent, mod, m)
-        model.eval()
+        _remove_lora(model, targets, originals)
+
+
+def _remove_lora(model, targets, originals: dict | None = None) -> None:
+    """Hand the caller back the model it gave us: plain (quantized) linears, no LoRA."""
+    for (i, mod), m in _lora_layers(model, targets).items():
+        parent = getattr(model.layers[i], "self_attn" if mod in _ATTN else "mlp")
+        setattr(parent, mod, originals[(i, mod)] if originals else getattr(m, "linear", m))
+    model.eval()

@@ -1,7 +1,9 @@
 """Shared fixtures: every test gets its own data dir; real-model fixtures are loaded once."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 
 import pytest
 
@@ -32,3 +34,58 @@ def llama_runtime(default_model):
     rt = load_runtime(default_model, "llama.cpp", n_ctx=1024, threads=2)
     yield rt
     rt.close()
+
+
+# --- no network: every non-loopback connection or name lookup is blocked and recorded ---------
+LOCAL_NAMES = {"localhost", "ip6-localhost", ""}
+
+
+def _is_local(host) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    host = str(host).strip("[]")
+    if host in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    attempts: list[str] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_create, real_gai = socket.create_connection, socket.getaddrinfo
+
+    def check(what, sock, address):
+        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+            return
+        host = address[0] if isinstance(address, tuple) else address
+        if not _is_local(host):
+            attempts.append(f"{what} {address!r}")
+            raise OSError(f"network access blocked in tests: {what} {address!r}")
+
+    def connect(self, address):
+        check("connect", self, address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check("connect_ex", self, address)
+        return real_connect_ex(self, address)
+
+    def create_connection(address, *a, **kw):
+        check("create_connection", None, address)
+        return real_create(address, *a, **kw)
+
+    def getaddrinfo(host, *a, **kw):
+        check("getaddrinfo", None, (host,))
+        return real_gai(host, *a, **kw)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts

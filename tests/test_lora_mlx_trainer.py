@@ -66,3 +66,51 @@ def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path):
     llm = Llama(model_path=str(MODEL), lora_path=str(out), n_ctx=64, verbose=False, n_threads=2)
     assert llm.tokenize(b"hi")  # llama.cpp accepted names, shapes and KVs
     llm.close()
+
+
+@pytest.mark.slow
+@pytest.mark.mlx
+def test_mlx_anchor_kl_matches_the_peft_objective(tmp_path):
+    """Anchors train KL(base || adapted) on MLX as on peft: 0 with no update, > 0 once the LoRA
+    moves, the base side never includes the LoRA, and a run with anchors trains and reports."""
+    pytest.importorskip("mlx.core")
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from lora.mlx_trainer import _remove_lora, anchor_kl, base_logprobs, train_mlx
+    from quant.gguf_mlx import load_gguf_model
+
+    model, tok, _ = load_gguf_model(MODEL)
+    keys = ["self_attn.q_proj", "self_attn.v_proj"]
+    targets = ["q_proj", "v_proj"]
+    ids = mx.array([tok.encode("The cat sat on the mat and looked out of the window.", add_bos=True)] * 2)
+    mask = mx.ones(ids.shape)
+    mask[1, 6:] = 0  # padding is not scored
+    model.freeze()
+    linear_to_lora_layers(model, 30, {"rank": 2, "scale": 2.0, "dropout": 0.0, "keys": keys})
+    try:
+        base = base_logprobs(model, targets, ids)
+        assert anchor_kl(model, ids, mask, base).item() == pytest.approx(0.0, abs=1e-6)  # B = 0
+        for layer in model.layers:
+            for m in (layer.self_attn.q_proj, layer.self_attn.v_proj):
+                m.lora_b = mx.random.normal(m.lora_b.shape) * 0.05
+        again = base_logprobs(model, targets, ids)
+        assert mx.abs(again - base).max().item() < 1e-5  # the base side ignores the LoRA
+        loss, grads = nn.value_and_grad(model, lambda m: anchor_kl(m, ids, mask, base))(model)
+        assert loss.item() > 1e-3
+        from mlx.utils import tree_flatten
+
+        flat = [k for k, _ in tree_flatten(grads)]
+        assert flat and all(".lora_" in k for k in flat)
+    finally:
+        _remove_lora(model, targets)
+
+    anchor = Example([{"role": "user", "content": "What is rain?"},
+                      {"role": "assistant", "content": "Water falling from clouds."}], "anchor", "")
+    cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=tuple(targets), steps=2,
+                      batch_size=2, max_seq_len=32, learning_rate=5e-3, warmup_steps=0,
+                      checkpoint_every=0, seed=1)
+    r = train_mlx(DATA + [anchor], cfg, CHATML.render, model=model, tokenizer=tok,
+                  out_dir=tmp_path / "a", work_dir=tmp_path / "w")
+    assert r.steps == 2 and all(v == v and v > 0 for v in r.losses), r.losses

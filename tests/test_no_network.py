@@ -1,67 +1,15 @@
 """No network at run time: every non-loopback connection or name lookup fails the test.
 
-The guard wraps socket.connect/connect_ex, socket.create_connection and getaddrinfo; attempts
-are recorded (not only raised) because chromadb/posthog telemetry would call from a thread.
+The guard is the `no_network` fixture in conftest.py (the end-to-end sleep test in
+test_sleep_real.py runs under it too). It wraps socket.connect/connect_ex,
+socket.create_connection and getaddrinfo; attempts are recorded (not only raised) because
+chromadb/posthog telemetry would call from a thread.
 """
-import ipaddress
 import socket
 
 import pytest
 
 from memory_fakes import fake_embedder  # noqa: F401 - fixture
-
-LOCAL_NAMES = {"localhost", "ip6-localhost", ""}
-
-
-def _is_local(host) -> bool:
-    if host is None:
-        return True
-    if isinstance(host, bytes):
-        host = host.decode(errors="replace")
-    host = str(host).strip("[]")
-    if host in LOCAL_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    attempts: list[str] = []
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_create, real_gai = socket.create_connection, socket.getaddrinfo
-
-    def check(what, sock, address):
-        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            return
-        host = address[0] if isinstance(address, tuple) else address
-        if not _is_local(host):
-            attempts.append(f"{what} {address!r}")
-            raise OSError(f"network access blocked in tests: {what} {address!r}")
-
-    def connect(self, address):
-        check("connect", self, address)
-        return real_connect(self, address)
-
-    def connect_ex(self, address):
-        check("connect_ex", self, address)
-        return real_connect_ex(self, address)
-
-    def create_connection(address, *a, **kw):
-        check("create_connection", None, address)
-        return real_create(address, *a, **kw)
-
-    def getaddrinfo(host, *a, **kw):
-        check("getaddrinfo", None, (host,))
-        return real_gai(host, *a, **kw)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "create_connection", create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
 
 
 def test_the_guard_catches_a_connection(no_network):

@@ -24,21 +24,58 @@ def _opts(**kw):
     return SleepOptions(**base)
 
 
-def test_sleep_trains_evaluates_and_registers(reverie_home):
+# questions written here, never generated: the test checks below that training never saw them
+UNSEEN = {"What do I call my dog?": "Biscuit", "In which town do I have my home?": "Tromsø"}
+
+
+def test_sleep_trains_evaluates_and_registers(reverie_home, no_network):
+    """The acceptance path: facts told in chat, one `reverie sleep`, and a new chat with memory
+    recall off answers them on phrasings training never saw, through the promoted adapter.
+    All of it without a network connection (chat, training, evaluation, both runtimes)."""
+    from assistant.chat import ChatSession
+
+    s = ChatSession(reverie_home, backend="llama.cpp", use_adapter=False, max_tokens=8)
+    for f in FACTS:
+        assert "memory" in s.command(f"/remember {f}").output
+    s.close()
     store = MemoryStore(reverie_home)
-    ids = [store.add_fact(t, {"command": "test"})[0].id for t in FACTS]
+    ids = [m.id for m in store.active_facts()]
+    assert len(ids) == 2
     logs = []
-    out = run_sleep(reverie_home, _opts(), log=logs.append)
-    assert out.status in ("promoted", "rejected"), out.message
+    out = run_sleep(reverie_home, _opts(steps=24), log=logs.append)
+    assert out.status == "promoted", out.message
     m = out.metrics
-    assert m["n_probes"] >= 2 and 0 <= m["personal_adapted"] <= 1
+    assert m["n_probes"] >= 2 and m["personal_adapted"] > m["personal_base"]
     assert m["ppl_ratio"] > 0 and m["kl_drift"] >= 0
     assert (Path(out.report_path) / "report.md").exists()
     row = AdapterLedger(Ledger(reverie_home)).get(out.adapter_id)
     assert sorted(json.loads(row.fact_ids)) == sorted(ids)
-    assert Path(row.gguf).exists() and row.status == out.status
-    if out.status == "rejected":
-        assert out.gate["reasons"], "a rejection says why"
+    assert Path(row.gguf).exists() and row.status == "promoted"
+
+    trained = {msg["content"].strip().lower() for line in (Path(row.path) / "train.jsonl").read_text().splitlines()
+               for msg in json.loads(line)["messages"] if msg["role"] == "user"}
+    assert not trained & {q.lower() for q in UNSEEN}
+
+    def ask(backend: str, use_adapter: bool = True) -> dict:
+        chat = ChatSession(reverie_home, backend=backend, use_memory=False, use_adapter=use_adapter,
+                           max_tokens=16)
+        try:
+            assert chat.runtime.adapter_path == (row.gguf if use_adapter else None)
+            turns = {q: chat.send(q) for q in UNSEEN}
+            assert not any(t.recalled for t in turns.values())  # recall is off: weights only
+            return {q: t.answer for q, t in turns.items()}
+        finally:
+            chat.close()
+
+    base = ask("llama.cpp", use_adapter=False)
+    assert not any(want in base[q] for q, want in UNSEEN.items()), base
+    adapted = ask("llama.cpp")
+    assert all(want in adapted[q] for q, want in UNSEEN.items()), adapted
+    import importlib.util
+
+    if importlib.util.find_spec("mlx") is not None:  # the MLX runtime serves the same GGUF LoRA
+        on_mlx = ask("mlx")
+        assert any(want in on_mlx[q] for q, want in UNSEEN.items()), on_mlx
 
     # the GGUF adapter loads in llama.cpp and changes the model's outputs
     from quant.registry import Registry
@@ -51,21 +88,10 @@ def test_sleep_trains_evaluates_and_registers(reverie_home):
     rt.close()
     assert abs(base - adapted).max() > 1e-3
 
-    # chat uses the promoted adapter, and --no-adapter leaves it off
-    from assistant.adapters_api import adapter_promote
-    from assistant.chat import ChatSession
-
-    adapter_promote(reverie_home, out.adapter_id)
-    s = ChatSession(reverie_home, backend="llama.cpp", use_memory=False, max_tokens=8)
-    assert s.runtime.adapter_path == row.gguf
-    s.close()
-    s = ChatSession(reverie_home, backend="llama.cpp", use_memory=False, use_adapter=False, max_tokens=8)
-    assert s.runtime.adapter_path is None
-    s.close()
-
     # nothing new → no training
     again = run_sleep(reverie_home, _opts(), log=logs.append)
     assert again.status == "nothing-new"
+    assert no_network == []
 
     # forget a fact → the next dataset no longer contains it
     store.forget(ids[0])
