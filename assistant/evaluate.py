@@ -27,7 +27,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
                    home: Path | None = None, gate_general: int = 60, gate_texts: int = 5,
-                   facts_per_night: int = 0) -> dict:
+                   facts_per_night: int = 0, strategy: str = "retrain") -> dict:
     from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
                               matrix_to_lists, paired_bootstrap_ci)
     from memory.adapters_ledger import AdapterLedger
@@ -83,6 +83,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             session.command(f"/remember {f.statement}")
         # the gate inside sleep uses a lighter general probe than the final report
         out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True,
+                                           strategy=strategy,
                                            learning_rate=learning_rate,
                                            general_items=bundled_general_mc()[:gate_general],
                                            general_texts=texts[:gate_texts]),
@@ -154,7 +155,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         "ppl_base": ppl_b, "ppl_adapter": ppl_a,
         "bwt": bwt.get("adapter"), "bwt_by_arm": bwt, "R": R, "per_night": per_night,
         "n_facts": len([f for f in facts if f.night <= nights]), "n_general": len(items),
-        "nights": nights, "sleeps": sleeps, "seconds": time.time() - t0, "data_dir": str(home),
+        "nights": nights, "strategy": strategy, "sleeps": sleeps, "seconds": time.time() - t0,
+        "data_dir": str(home),
         "disk_bytes": ad_bytes, "memory_disk_bytes": mem_bytes,
     }
     base_rt.close()

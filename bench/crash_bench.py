@@ -7,7 +7,8 @@ Commands killed (round robin): `memory import FILE` (a fresh file of new records
     a memory that `memory add` reported is there, an import is all-or-nothing (partial_imports);
   - no duplicate rows (the same active fact twice, two memories for one chat turn);
   - the sleep lock is free and every adapter the ledger points at loads (files complete).
-After a kill the same command is run again to completion (every time, or only after the last kill
+Before the kills (unless --no-warm-up) one whole night runs and its adapter is promoted, so every
+check has a promoted adapter to load. After a kill the same command is run again to completion (every time, or only after the last kill
 of each kind with --recover last) and must exit 0. At the end `memory reindex` must bring the
 chromadb index to the ledger's active count.
 
@@ -252,6 +253,32 @@ class Harness:
             if n != len(job["ids"]):
                 self.fail(f"import: after the rerun {n} of {len(job['ids'])} records present")
 
+    def warm_up(self) -> None:
+        """One whole night before the kills, so a promoted adapter exists and every check after a
+        kill (sleep's above all) proves it still loads. Not a kill kind: its duration does not
+        set a kill window. A rejected candidate is promoted by hand (the gate is not under test)."""
+        for job in ({"kind": "warm-up", "argv": ["memory", "add", "My dog's name is Biscuit."], "stdin": None},
+                    {"kind": "warm-up", "argv": ["sleep", "--steps", "30"], "stdin": None}):
+            rc, out, err = self.run_to_end({**job, "kind": "sleep" if job["argv"][0] == "sleep" else "add"})
+            if rc != 0:
+                self.fail(f"warm-up {' '.join(job['argv'][:2])} exited {rc}: {err.strip()[-300:]}")
+                return
+        self.durations.clear()  # kill windows come from the runs under test, not the warm-up
+        c = sqlite3.connect(str(self.home / "ledger.db"))
+        try:
+            promoted = c.execute("select id from adapters where status = 'promoted'").fetchone()
+            newest = c.execute("select id from adapters order by created desc limit 1").fetchone()
+        finally:
+            c.close()
+        if promoted is None and newest is not None:
+            rc, _, err = self.run_to_end({"kind": "warm-up", "argv": ["adapters", "promote", newest[0]],
+                                          "stdin": None})
+            if rc != 0:
+                self.fail(f"warm-up: promoting {newest[0]} exited {rc}: {err.strip()[-300:]}")
+                return
+        self.stats["warm_up_adapter"] = 1
+        self.log(f"warm-up: adapter {(promoted or newest or ['?'])[0]} promoted before the kills")
+
     def reindex(self) -> dict:
         rc, out, err = self.run_to_end({"kind": "reindex", "argv": ["memory", "reindex", "--json"],
                                         "stdin": None})
@@ -270,7 +297,7 @@ class Harness:
 
 def run(kills: int = 20, budget_s: float | None = None, seed: int = 0, kinds=KINDS,
         recover: str = "every", home: Path | None = None, log=None,
-        sleep_recovery: str = "full") -> dict:
+        sleep_recovery: str = "full", warm_up: bool = False) -> dict:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="reverie-crash-") as tmp:
         home = Path(home) if home else Path(tmp) / "home"
@@ -278,6 +305,8 @@ def run(kills: int = 20, budget_s: float | None = None, seed: int = 0, kinds=KIN
         work.mkdir()
         h = Harness(home, work, seed, log, sleep_recovery)
         i = 0
+        if warm_up:
+            h.warm_up()
         try:
             while h.stats["kills"] < kills and (budget_s is None or time.time() - t0 < budget_s):
                 kind = kinds[i % len(kinds)]
@@ -300,7 +329,8 @@ def run(kills: int = 20, budget_s: float | None = None, seed: int = 0, kinds=KIN
                 "duplicates": h.stats["duplicates"], "partial_imports": h.stats["partial_imports"],
                 "finished_before_kill": h.stats["finished_before_kill"],
                 "turns_without_memory": h.stats["turns_without_memory"],
-                "adapter_checks": h.stats["adapter_checks"], "index": index,
+                "adapter_checks": h.stats["adapter_checks"], "warm_up": warm_up,
+                "index": index,
                 "rows": {k: len(v) for k, v in snap.items()},
                 "durations_s": {k: round(v, 1) for k, v in h.durations.items()},
                 "failures": h.failures, "ok": not h.failures, "seed": seed, "recover": recover,
@@ -318,6 +348,8 @@ def main(argv=None) -> int:
                     help="Rerun each killed command every time, or only its last kill.")
     ap.add_argument("--sleep-recovery", choices=("full", "dry-run"), default="full",
                     help="After a killed sleep run a whole sleep (minutes) or only --dry-run.")
+    ap.add_argument("--no-warm-up", action="store_true",
+                    help="Skip the whole night (and adapter promotion) that runs before the kills.")
     ap.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     a = ap.parse_args(argv)
     kinds = tuple(k for k in a.kinds.split(",") if k)
@@ -325,7 +357,8 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown kind(s) {bad}; use {', '.join(KINDS)}")
     res = run(a.kills, a.budget_s, a.seed, kinds, a.recover,
-              log=lambda m: print(m, file=sys.stderr, flush=True), sleep_recovery=a.sleep_recovery)
+              log=lambda m: print(m, file=sys.stderr, flush=True), sleep_recovery=a.sleep_recovery,
+              warm_up=not a.no_warm_up)
     print(json.dumps(res, indent=2) if a.json else
           f"kills {res['kills']} · recoveries {res['recoveries']} · rows lost {res['rows_lost']} · "
           f"duplicates {res['duplicates']} · failures {len(res['failures'])}")
