@@ -13,10 +13,11 @@ Run: `python -m bench.agreement --model smollm2-135m --out agreement.json`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from bench import emit
 
 import numpy as np
 
@@ -148,10 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     result = run(a.model, a.n_prompts, a.max_tokens, a.first_n, a.home,
                  progress=lambda m: print(m, file=sys.stderr, flush=True))
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

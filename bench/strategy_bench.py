@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import emit
+
 FORGET = 3
 
 
@@ -142,10 +144,7 @@ def main(argv=None) -> int:
         out["forget"] = forget_then_sleep(Path(tmp) / "retrain", a.facts, a.nights)
         _log(json.dumps(out["forget"]))
     out["load_after"] = loadavg()
-    text = json.dumps(out, indent=2, ensure_ascii=False, default=str)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+    emit(out, a.out)
     return 0
 
 

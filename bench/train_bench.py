@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import emit
+
 from lora.config import TrainConfig
 from lora.dataset import Anchor, Fact, build_dataset
 from lora.training import batch_indices
@@ -336,10 +338,7 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(a.threads)
         out = sleep_bench(a.reps, a.steps)
-        text = json.dumps(out, indent=2, ensure_ascii=False, default=str)
-        print(text)
-        if a.out:
-            a.out.write_text(text + "\n")
+        emit(out, a.out)
         return 0
     import torch
 
@@ -369,10 +368,7 @@ def main(argv=None) -> int:
             print(json.dumps(out["speed"]), file=sys.stderr, flush=True)
         if a.recall:
             out["recall"] = recall(a.facts, cfg, model, tok, work)
-    text = json.dumps(out, indent=2, ensure_ascii=False)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
+    emit(out, a.out)
     return 0
 
 
