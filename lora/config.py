@@ -30,7 +30,7 @@ class TrainConfig:
     learning_rate: float = _f(1e-3, "Peak AdamW learning rate.")
     # steps wins when > 0; otherwise epochs over the dataset decide the length of the run
     steps: int = _f(0, "Optimizer steps; 0 means derive from epochs.")
-    epochs: float = _f(3.0, "Passes over the dataset when steps is 0.")
+    epochs: float = _f(2.0, "Passes over the dataset when steps is 0.")
     max_steps: int = _f(400, "Cap on steps derived from epochs (keeps a nightly run bounded).")
     batch_size: int = _f(4, "Examples per optimizer step.")
     max_seq_len: int = _f(256, "Longest example in tokens; longer ones are truncated.")
