@@ -25,7 +25,7 @@ PLAIN = ("adapters", "reports", "settings.json", "models.json")
 # Left out: derived from the ledger or public. Named in the export's result so nothing is silent.
 SKIPPED = ("chroma", "cache", "work", "models")
 # Anything a reverie data dir can hold; wipe refuses a directory with none of these in it.
-KNOWN = {"ledger.db", "ledger.db-wal", "ledger.db-shm", "sleep.lock", *PLAIN, *SKIPPED}
+KNOWN = {"ledger.db", "ledger.db-wal", "ledger.db-shm", "sleep.lock", "chroma.lock", *PLAIN, *SKIPPED}
 
 
 def _backup_ledger(home: Path, dest: Path) -> None:

@@ -7,8 +7,11 @@ can be rebuilt from the ledger at any time, so nothing here is the source of tru
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,17 +64,46 @@ def fts_match(query: str) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
+class _Shared:
+    """This process's one chromadb client for a directory, shared by every VectorIndex on it
+    (chromadb keeps one system per path per process anyway; one client keeps `close` honest)."""
+
+    def __init__(self) -> None:
+        self.client = None
+        self.collection = None
+        self.seen = -1  # the index generation our client loaded; -1: none loaded
+        self.mutex = threading.Lock()
+        self.fd: int | None = None  # home/chroma.lock, open for the life of the process
+
+
+_SHARED: dict[str, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class VectorIndex:
-    """The chromadb collection for one data directory."""
+    """The chromadb collection for one data directory, safe to use from several processes.
+
+    chromadb's persistent client is not multi-process safe: a client that opened the collection
+    before another live process wrote to it fails its next search with "Error creating hnsw
+    segment reader: Nothing found on disk" (the writer's HNSW index is still only in its memory).
+    So every operation runs under an exclusive flock on home/chroma.lock (the kernel drops it
+    when a process dies, so a kill never leaves it held), and the lock file holds a generation
+    number that each write bumps: an operation that finds it moved since our client loaded
+    reopens the client first, which loads the other process's writes from chromadb's log. A
+    process alone keeps its client open, so a search costs one flock more than raw chromadb
+    (bench/vector_bench.py). Embedding happens outside the lock, so a long import never blocks
+    another process's recall for long.
+    """
 
     def __init__(self, home: Path):
         self.path = Path(home) / "chroma"
-        self._collection = None
-        self._client = None
+        self.lock_path = Path(home) / "chroma.lock"
+        with _SHARED_LOCK:
+            self._shared = _SHARED.setdefault(str(self.path.resolve()), _Shared())
 
-    @property
-    def collection(self):
-        if self._collection is None:
+    def _open(self):
+        sh = self._shared
+        if sh.collection is None:
             os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
             import chromadb
             from chromadb.config import Settings
@@ -79,60 +111,96 @@ class VectorIndex:
             from .embedder import chroma_embedding_function
 
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._client = chromadb.PersistentClient(
+            sh.client = chromadb.PersistentClient(
                 path=str(self.path), settings=Settings(anonymized_telemetry=False,
                                                        allow_reset=True))
-            self._collection = self._client.get_or_create_collection(
+            sh.collection = sh.client.get_or_create_collection(
                 COLLECTION, embedding_function=chroma_embedding_function(),
                 configuration={"hnsw": {"space": "cosine"}})
-        return self._collection
+        return sh.collection
+
+    def _close(self) -> None:
+        sh = self._shared
+        client, sh.client, sh.collection, sh.seen = sh.client, None, None, -1
+        if client is not None:
+            client.close()
+
+    @contextmanager
+    def _locked(self, write: bool = False):
+        """The collection under the inter-process lock, fresh with respect to other processes."""
+        sh = self._shared
+        with sh.mutex:
+            if sh.fd is None:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                sh.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(sh.fd, fcntl.LOCK_EX)
+            try:
+                raw = os.pread(sh.fd, 32, 0).strip()
+                gen = int(raw) if raw.isdigit() else 0
+                if sh.seen != gen:  # another process wrote since our client loaded: reload
+                    self._close()
+                try:
+                    yield self._open()
+                finally:
+                    if write:  # tell the other processes to reload before their next use
+                        gen += 1
+                        os.pwrite(sh.fd, b"%020d" % gen, 0)
+                    if sh.collection is not None:
+                        sh.seen = gen
+            finally:
+                fcntl.flock(sh.fd, fcntl.LOCK_UN)
+
+    def settings(self):
+        """The chromadb client's settings (telemetry must be off)."""
+        with self._locked():
+            return self._shared.client.get_settings()
 
     def add(self, items: list[tuple[str, str, dict]], progress=None) -> None:
         """Upsert (id, indexed text, metadata) in batches; progress(n_done) after each batch."""
+        from .embedder import embed
+
         for start in range(0, len(items), ADD_BATCH):
             batch = items[start:start + ADD_BATCH]
-            self.collection.upsert(ids=[i for i, _, _ in batch], documents=[t for _, t, _ in batch],
-                                   metadatas=[m for _, _, m in batch])
+            vectors = embed([t for _, t, _ in batch])  # outside the lock: the slow part
+            self.add_embedded([i for i, _, _ in batch], vectors, [t for _, t, _ in batch],
+                              [m for _, _, m in batch])
             if progress:
                 progress(len(batch))
 
     def add_embedded(self, ids: list[str], embeddings, documents: list[str], metadatas: list[dict]):
-        """Upsert precomputed embeddings (the scale benchmark; avoids re-embedding)."""
-        for start in range(0, len(ids), 4096):
-            sl = slice(start, start + 4096)
-            self.collection.upsert(ids=ids[sl], embeddings=embeddings[sl], documents=documents[sl],
-                                   metadatas=metadatas[sl])
+        """Upsert precomputed embeddings (also the scale benchmark's path; avoids re-embedding)."""
+        with self._locked(write=True) as collection:
+            for start in range(0, len(ids), 4096):
+                sl = slice(start, start + 4096)
+                collection.upsert(ids=ids[sl], embeddings=embeddings[sl], documents=documents[sl],
+                                  metadatas=metadatas[sl])
 
     def delete(self, ids: list[str]) -> None:
         if ids:
-            self.collection.delete(ids=list(ids))
+            with self._locked(write=True) as collection:
+                collection.delete(ids=list(ids))
 
     def ids(self) -> set[str]:
-        return set(self.collection.get(include=[])["ids"])
+        with self._locked() as collection:
+            return set(collection.get(include=[])["ids"])
 
     def count(self) -> int:
-        return self.collection.count()
+        with self._locked() as collection:
+            return collection.count()
 
     def clear(self) -> None:
-        self.collection  # noqa: B018 - opens the client
-        self._client.delete_collection(COLLECTION)
-        self._collection = None
+        with self._locked(write=True):
+            self._shared.client.delete_collection(COLLECTION)
+            self._close()  # the next operation creates the collection afresh
 
     def search(self, query_embedding, n: int, kinds: list[str] | None = None) -> list[Hit]:
         # Only ids and distances: documents and metadata stay in chromadb (the ledger has them).
         # No count() first: chromadb returns fewer than n_results (or none) by itself, and the
         # count was a second round trip costing ~5 ms a query at 10k memories.
         where = {"kind": {"$in": list(kinds)}} if kinds else None
-        try:
-            res = self.collection.query(query_embeddings=[query_embedding], n_results=n,
-                                        where=where, include=["distances"])
-        except Exception:  # older chromadb: n_results above the collection size is an error
-            total = self.count()
-            if total == 0:
-                return []
-            res = self.collection.query(query_embeddings=[query_embedding],
-                                        n_results=min(n, total), where=where,
-                                        include=["distances"])
+        with self._locked() as collection:
+            res = collection.query(query_embeddings=[query_embedding], n_results=n, where=where,
+                                   include=["distances"])
         return [Hit(i, r, 1.0 - d) for r, (i, d) in enumerate(zip(res["ids"][0],
                                                                    res["distances"][0]))]
 

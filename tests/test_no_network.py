@@ -28,7 +28,7 @@ def test_the_guard_catches_a_connection(no_network):
 
 
 def _telemetry_off(store) -> None:
-    settings = store.vectors._client.get_settings()
+    settings = store.vectors.settings()
     assert settings.anonymized_telemetry is False
 
 
