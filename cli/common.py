@@ -28,8 +28,23 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def disk_full(e: BaseException) -> str | None:
+    """What to tell the user when `e` means the disk (or quota) is full; None if it does not."""
+    import errno
+    import sqlite3
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"the disk is full{where}"
+    if isinstance(e, sqlite3.OperationalError) and "disk is full" in str(e):
+        return "the disk holding the ledger is full"
+    return None
+
+
 def handle_errors(fn):
-    """Turn a library's domain error into `error: <message>` on stderr and exit code 1."""
+    """Turn a library's domain error into `error: <message>` on stderr and exit code 1; a full
+    disk likewise (every write is a rolled-back transaction or a temp file, so nothing is half
+    written)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -43,6 +58,10 @@ def handle_errors(fn):
         except Exception as e:  # noqa: BLE001 - filtered right below
             if isinstance(e, domain_errors()):
                 fail(str(e))
+            full = disk_full(e)
+            if full:
+                fail(f"{full}. Nothing was half-written: the unfinished change was rolled back. "
+                     "Free some space and run the command again.")
             raise
 
     return wrapper
