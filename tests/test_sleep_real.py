@@ -1,6 +1,11 @@
 """`reverie sleep` end to end on the real stack: ledger → peft on the GGUF twin → GGUF LoRA →
 llama.cpp evaluation → gate → registry; chat picks up a promoted adapter; forget retrains."""
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -41,8 +46,33 @@ def test_sleep_trains_evaluates_and_registers(reverie_home, no_network):
     store = MemoryStore(reverie_home)
     ids = [m.id for m in store.active_facts()]
     assert len(ids) == 2
+    # a chat stays open through the night, talking while sleep trains, evaluates and promotes
+    chat = subprocess.Popen([str(Path(sys.executable).parent / "reverie"), "chat", "--max-tokens", "4"],
+                            env=dict(os.environ, REVERIE_HOME=str(reverie_home)), text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop = threading.Event()
+
+    def talk():
+        i = 0
+        while not stop.wait(15):
+            chat.stdin.write(f"What is {i} plus 3?\n")
+            chat.stdin.flush()
+            i += 1
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
     logs = []
-    out = run_sleep(reverie_home, _opts(steps=24), log=logs.append)
+    try:
+        out = run_sleep(reverie_home, _opts(steps=24), log=logs.append)
+    finally:
+        stop.set()
+        talker.join()
+    chat.stdin.write("What is 10 plus 3?\n")  # after the promotion, same process
+    chat.stdin.close()
+    t0 = time.time()
+    rc, err = chat.wait(timeout=300), chat.stderr.read()
+    assert rc == 0 and "Traceback" not in err, err[-1500:]
+    assert time.time() - t0 < 120, "the chat's last turns were blocked"
     assert out.status == "promoted", out.message
     m = out.metrics
     assert m["n_probes"] >= 2 and m["personal_adapted"] > m["personal_base"]
@@ -51,6 +81,11 @@ def test_sleep_trains_evaluates_and_registers(reverie_home, no_network):
     row = AdapterLedger(Ledger(reverie_home)).get(out.adapter_id)
     assert sorted(json.loads(row.fact_ids)) == sorted(ids)
     assert Path(row.gguf).exists() and row.status == "promoted"
+    metas = [json.loads(r[0]) for r in Ledger(reverie_home).db.execute(
+        "select meta from turns where role = 'assistant' order by rowid").fetchall()]
+    assert len(metas) >= 3  # turns during the sleep and one after it
+    assert metas[0]["adapter"] is None  # nothing was promoted yet
+    assert metas[-1]["adapter"] == row.gguf  # picked up by the running chat, no restart
 
     trained = {msg["content"].strip().lower() for line in (Path(row.path) / "train.jsonl").read_text().splitlines()
                for msg in json.loads(line)["messages"] if msg["role"] == "user"}
