@@ -48,7 +48,7 @@ def test_two_chats_at_once_while_adapters_are_promoted(reverie_home):
     results = {who: (p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for who, p in chats.items()}
     for who, (rc, out, err) in results.items():
         assert rc == 0 and "Traceback" not in err, f"{who}: exit {rc}\n{err[-800:]}"
-    assert flips >= 5, "the promotions ran while the chats were talking"
+    assert flips >= 2, "the promotions ran while the chats were talking (both ways)"
 
     c = sqlite3.connect(str(reverie_home / "ledger.db"))
     try:
