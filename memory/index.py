@@ -66,7 +66,8 @@ def fts_match(query: str) -> str | None:
 
 class _Shared:
     """This process's one chromadb client for a directory, shared by every VectorIndex on it
-    (chromadb keeps one system per path per process anyway; one client keeps `close` honest)."""
+    (chromadb keeps one system per path per process anyway), with the generation it loaded and
+    the open lock file, so two stores on one dir in one process never reload each other."""
 
     def __init__(self) -> None:
         self.client = None
