@@ -362,9 +362,17 @@ def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_roo
                      out_dir=out_dir, work_dir=work_dir, on_report=on_train, init_adapter=init,
                      provenance=prov, arch=model.arch)
     log(f"{what} with peft on the GGUF base")
+    from lora.peft_trainer import resolve_device
+    from quant.gguf_torch import load_twin
+
+    # llama files: our loader (~5 s); others: transformers' own GGUF loader inside the trainer
+    twin = load_twin(model.path)
+    loaded = {}
+    if twin is not None:
+        loaded = {"model": twin[0].to(resolve_device(config.device)), "tokenizer": twin[1]}
     return train("peft", dataset, config, render, out_dir=out_dir, work_dir=work_dir,
                  base_model_path=Path(model.path), on_report=on_train, init_adapter=init,
-                 provenance=prov, arch=model.arch)
+                 provenance=prov, arch=model.arch, **loaded)
 
 
 def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,

@@ -1,0 +1,109 @@
+"""GGUF -> torch: the float32 "dequantized twin" of a llama-architecture GGUF as a transformers
+model, built from our own reader.
+
+transformers can open a GGUF itself (`from_pretrained(gguf_file=...)`) and gives the same model,
+but on the default 135M model it takes ~25 s, nearly all of it outside de-quantization: the
+gguf package's reader walks the 49k-entry vocabulary field by field, twice, and the tensor-name
+maps are rebuilt per tensor. This loader reads the file once (`mlx_gguf_reader`), de-quantizes
+with the gguf package, undoes llama.cpp's q/k row permutation and fills a `LlamaForCausalLM` —
+the same weights bit for bit (tests/test_quant_gguf_torch.py compares it with transformers'
+own load). Other architectures: `load_twin` returns None and the caller uses transformers.
+
+Owns: the GGUF -> Hugging Face config and names for llama, the inverse rope permutation.
+Does not know about LoRA or training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QuantError
+from .gguf_mlx import _LAYER_NAMES, _TOP_NAMES, mlx_config
+from .mlx_gguf_reader import read_gguf
+from .mlx_tokenizer import GGUFTokenizer
+
+TWIN_ARCHS = ("llama",)
+
+
+def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's interleaved rope rows back to Hugging Face's rotate-half order (the inverse of
+    the converter's permutation: pairs of adjacent rows become first and second halves)."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """Hugging Face llama parameter name for a GGUF tensor name (None: not a model weight)."""
+    base, _, kind = gguf_name.rpartition(".")
+    if base.startswith("blk."):
+        _, idx, part = base.split(".", 2)
+        mapped = _LAYER_NAMES["llama"].get(part)
+        return f"model.layers.{idx}.{mapped}.{kind}" if mapped else None
+    mapped = _TOP_NAMES.get(base)
+    return f"{mapped}.{kind}" if mapped else None
+
+
+def twin_config(g) -> dict:
+    """LlamaConfig keyword arguments for the GGUF, as transformers' own GGUF loader sets them."""
+    c = mlx_config(g)
+    ids = {k: g.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "padding", "unknown")}
+    return dict(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                intermediate_size=c["intermediate_size"], num_hidden_layers=c["num_hidden_layers"],
+                num_attention_heads=c["num_attention_heads"],
+                num_key_value_heads=c["num_key_value_heads"], head_dim=c["head_dim"],
+                rms_norm_eps=c["rms_norm_eps"], max_position_embeddings=c["max_position_embeddings"],
+                rope_theta=c["rope_theta"], tie_word_embeddings=c["tie_word_embeddings"],
+                attention_bias=c["attention_bias"], hidden_act="silu",
+                bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                pad_token_id=ids["padding"] if ids["padding"] is not None else ids["eos"])
+
+
+def load_twin(path: str | Path):
+    """(transformers model in eval mode, tokenizer) for a llama GGUF, or None for other
+    architectures. Raises QuantError for a file that is not a readable model."""
+    import torch
+    from gguf.constants import GGMLQuantizationType
+    from gguf.quants import dequantize
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    g = read_gguf(path)
+    if g.get("general.architecture") not in TWIN_ARCHS:
+        return None
+    cfg = twin_config(g)
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    state = {}
+    for name, t in g.tensors.items():
+        target = hf_name(name)
+        if target is None:
+            continue
+        try:
+            w = dequantize(g.raw(name), GGMLQuantizationType(t.ggml_type)).astype(np.float32, copy=False)
+        except (ValueError, KeyError, NotImplementedError) as e:
+            raise QuantError(f"cannot de-quantize tensor {name} of {path}: {e}") from e
+        w = w.reshape(t.shape)
+        if name.endswith("attn_q.weight"):
+            w = unpermute_rows(w, heads)
+        elif name.endswith("attn_k.weight"):
+            w = unpermute_rows(w, kv_heads)
+        state[target] = torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
+    config = LlamaConfig(**cfg)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    if cfg["tie_word_embeddings"]:
+        state.pop("lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (cfg["tie_word_embeddings"] and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise QuantError(f"the GGUF's tensors do not fit a llama model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); use transformers' loader for this file.")
+    if cfg["tie_word_embeddings"]:
+        model.tie_weights()
+    # buffers built on the meta device (rotary inverse frequencies) are made again for real
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    model.eval()
+    tok = GGUFTokenizer.from_metadata(g.metadata).to_transformers()
+    if cfg["pad_token_id"] is not None:
+        tok.pad_token = g.get("tokenizer.ggml.tokens")[cfg["pad_token_id"]]
+    return model, tok
