@@ -8,6 +8,7 @@ transaction after its files are complete, so a killed sleep leaves the previous 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -103,14 +104,24 @@ def sleep_lock(home: Path):
         f.close()
 
 
+def anchor_cache_path(home: Path, model_sha: str, system_prompt: str) -> Path:
+    """Where the anchors for this base model, system prompt and prompt set are cached: a new
+    system prompt or prompt set makes new anchors instead of reusing answers to the old ones."""
+    from .probes import bundled_general_prompts
+
+    key = hashlib.sha256(json.dumps([system_prompt, bundled_general_prompts()[:ANCHOR_PROMPTS]])
+                         .encode()).hexdigest()[:12]
+    return Path(home) / "cache" / f"anchors-{model_sha[:16]}-{key}.json"
+
+
 def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
-    """The base model's own answers to general prompts, cached per base model."""
+    """The base model's own answers to general prompts, cached per base model and prompt."""
     from lora import Anchor
     from quant.runtime import GenerationConfig
 
     from .probes import bundled_general_prompts
 
-    path = home / "cache" / f"anchors-{model_sha[:16]}.json"
+    path = anchor_cache_path(home, model_sha, system_prompt)
     if path.exists():
         return [Anchor(**a) for a in json.loads(path.read_text())]
     prompts = bundled_general_prompts()[:ANCHOR_PROMPTS]
@@ -256,7 +267,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
     try:
         model_sha = cached_sha256(home, Path(model.path), sha256_file)
-        if opts.dry_run and not (home / "cache" / f"anchors-{model_sha[:16]}.json").exists():
+        if opts.dry_run and not anchor_cache_path(home, model_sha, settings.system_prompt).exists():
             # a dry run should be instant: show the anchor prompts, answers are made at training time
             from lora import Anchor
 

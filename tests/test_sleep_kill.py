@@ -83,7 +83,8 @@ def test_kill_during_training_then_sleep_resumes_and_keeps_the_promoted_adapter(
     from quant.registry import Registry
 
     from assistant.gate_eval import Probe
-    from assistant.sleep import cached_sha256
+    from assistant.config import Settings
+    from assistant.sleep import anchor_cache_path, cached_sha256
     from quant.registry import sha256_file
 
     home = reverie_home
@@ -91,7 +92,9 @@ def test_kill_during_training_then_sleep_resumes_and_keeps_the_promoted_adapter(
     first_ids = sorted(store.add_fact(t, {"command": "test"})[0].id for t in FIRST)
     model = Registry(home).get()
     sha = cached_sha256(home, Path(model.path), sha256_file)
-    (home / "cache" / f"anchors-{sha[:16]}.json").write_text(
+    anchors = anchor_cache_path(home, sha, Settings.load(home).system_prompt)
+    anchors.parent.mkdir(parents=True, exist_ok=True)
+    anchors.write_text(
         json.dumps([{"prompt": p, "answer": a} for p, a in ANCHORS]))
     old = _promoted_adapter(home, model, sha, first_ids)
     before = _digest(Path(old.path))

@@ -2,6 +2,7 @@
 llama.cpp evaluation → gate → registry; chat picks up a promoted adapter; forget retrains."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,17 +30,45 @@ def _opts(**kw):
     return SleepOptions(**base)
 
 
+@pytest.fixture(scope="module")
+def anchors(tmp_path_factory, default_model):
+    """The base model's anchor answers, made once for this module by sleep's own code (~40 s on
+    2 cores); each test finds them in its data dir as a second night would."""
+    from assistant.config import Settings
+    from assistant.sleep import _anchors, anchor_cache_path, cached_sha256
+    from quant.registry import sha256_file
+    from quant.runtime import load_runtime
+
+    home = tmp_path_factory.mktemp("anchors") / "home"
+    home.mkdir(mode=0o700)
+    sha = cached_sha256(home, Path(default_model.path), sha256_file)
+    prompt = Settings.load(home).system_prompt
+    rt = load_runtime(default_model, "llama.cpp", n_ctx=1024, threads=2)
+    try:
+        made = _anchors(home, rt, sha, prompt, log=lambda _: None)
+    finally:
+        rt.close()
+    assert len(made) >= 20 and all(a.answer.strip() for a in made)
+    return anchor_cache_path(home, sha, prompt)
+
+
+def _seed(home: Path, anchors: Path) -> None:
+    (home / "cache").mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copy2(anchors, home / "cache" / anchors.name)
+
+
 # questions written here, never generated: the test checks below that training never saw them
 UNSEEN = {"What do I call my dog?": "Biscuit", "In which town do I have my home?": "Tromsø"}
 
 
-def test_sleep_trains_evaluates_and_registers(reverie_home, no_network):
+def test_sleep_trains_evaluates_and_registers(reverie_home, no_network, anchors):
     """The acceptance path: facts told in chat, one `reverie sleep`, and a new chat with memory
     recall off answers them on phrasings training never saw, through the promoted adapter.
     All of it without a network connection (chat, training, evaluation, both runtimes)."""
     from assistant.chat import ChatSession
 
     s = ChatSession(reverie_home, backend="llama.cpp", use_adapter=False, max_tokens=8)
+    _seed(reverie_home, anchors)
     for f in FACTS:
         assert "memory" in s.command(f"/remember {f}").output
     s.close()
@@ -136,19 +165,22 @@ def test_sleep_trains_evaluates_and_registers(reverie_home, no_network):
 
 
 @pytest.mark.mlx
-def test_sleep_with_the_mlx_trainer_registers_an_adapter_llama_cpp_serves(reverie_home):
+def test_sleep_with_the_mlx_trainer_registers_an_adapter_llama_cpp_serves(reverie_home, anchors):
     """`reverie sleep --trainer mlx`: QLoRA on the quantized GGUF, same registry, and the GGUF
-    LoRA it exports is what the llama.cpp gate evaluated. A few steps only: MLX on Linux CPU."""
+    LoRA it exports is what the llama.cpp gate evaluated. One step only: MLX's Linux CPU build
+    runs a forward pass of this model at ~7 tokens/s (reference BLAS, scalar quantized matmul),
+    so a step takes ~50 s; learning itself is tested in test_lora_mlx_trainer.py."""
     pytest.importorskip("mlx.core")
     from lora.adapter import load_adapter
     from quant.gguf_lora import read_gguf_lora
 
     MemoryStore(reverie_home).add_fact(FACTS[0], {"command": "test"})
+    _seed(reverie_home, anchors)
     logs = []
     from assistant.gate_eval import Probe
     from assistant.probes import bundled_general_text
 
-    out = run_sleep(reverie_home, _opts(steps=2, trainer="mlx", max_general=4, general_items=None,
+    out = run_sleep(reverie_home, _opts(steps=1, trainer="mlx", max_general=4, general_items=None,
                                         general_texts=bundled_general_text()[:1],
                                         eval_probes=[Probe("x", "What did I name my dog?", "Biscuit")]),
                     log=logs.append)
@@ -158,7 +190,7 @@ def test_sleep_with_the_mlx_trainer_registers_an_adapter_llama_cpp_serves(reveri
     assert row.trainer == "mlx" and Path(row.gguf).exists()
     a = load_adapter(Path(row.path))
     assert a.spec.trainer == "mlx" and a.spec.layout == "gguf"
-    assert out.metrics["train"]["steps"] == 2 and out.metrics["n_general"] == 4
+    assert out.metrics["train"]["steps"] == 1 and out.metrics["n_general"] == 4
     assert len(read_gguf_lora(row.gguf).tensors) == 7 * 30  # (A, B) for 7 projections x 30 layers
     # incremental on top of an MLX adapter with the peft trainer: layouts differ, so it retrains
     if out.status == "promoted":
