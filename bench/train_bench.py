@@ -9,7 +9,8 @@ issue's sleep benchmark.
 store) and 25 feedback items (13 /fix corrections and 12 /good answers through the feedback
 ledger), one real `reverie sleep` (run_sleep, default model and options) timed per phase from
 its own log lines and progress reports (dataset = start → "training …", train = → last step,
-export = → "evaluating …", eval = → end), then the trainer and a bare peft loop on the very
+export = → "evaluating …", eval = → end), then the time to load the base for training (our
+GGUF->torch loader vs transformers' GGUF load, interleaved), then the trainer and a bare peft loop on the very
 dataset that sleep trained on, same TrainConfig, interleaved rep by rep so machine load hits
 both alike. Reports the load average before and after: on a busy machine every number is slower.
 
@@ -300,6 +301,23 @@ def sleep_bench(reps: int, steps: int) -> dict:
         # outside the timed steps, as in train_peft's own tokens/s)
         ds = Dataset(train=examples, holdout=read("holdout.jsonl"), pairs=[], fact_ids=[])
 
+        # loading the base for training: our GGUF->torch loader (what sleep uses) against
+        # transformers' own GGUF load (what the bare loop uses), interleaved
+        from quant.gguf_torch import load_twin
+
+        loads: dict[str, list[float]] = {"ours": [], "transformers": []}
+        for _ in range(reps):
+            for name, fn in (("ours", lambda: load_twin(model_path())),
+                             ("transformers", lambda: load_base(model_path(), "cpu"))):
+                t = time.perf_counter()
+                fn()
+                loads[name].append(time.perf_counter() - t)
+        out["base_load"] = {"ours_s_median": round(statistics.median(loads["ours"]), 2),
+                            "transformers_s_median": round(statistics.median(loads["transformers"]), 2),
+                            "ratio": round(statistics.median(loads["ours"]) /
+                                           statistics.median(loads["transformers"]), 3),
+                            "reps": reps}
+        print(f"[load] {out['base_load']}", file=sys.stderr, flush=True)
         model, tok = load_base(model_path(), "cpu")
         rows = [encode(tok, CHATML.render, e, cfg.max_seq_len) for e in examples]
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
