@@ -79,23 +79,17 @@ def _two_block_default_model(path):
 
 @pytest.mark.slow
 def test_hf_safetensors_round_trip(tmp_path):
-    """GGUF -> transformers (dequantized, un-permuted by transformers' own code) -> save_pretrained
-    -> our converter -> GGUF: same weights and same logits in llama.cpp as the original."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """GGUF -> transformers model (dequantized, q/k un-permuted: quant.gguf_torch, which
+    test_lora_parity pins bit for bit to transformers' own GGUF load) -> save_pretrained -> our
+    converter -> GGUF: same weights and same logits in llama.cpp as the original."""
+    from quant.gguf_torch import load_twin
     from quant.quality import Scorer
 
     src = _two_block_default_model(tmp_path / "two.gguf")
-    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="two.gguf")
-    tok = AutoTokenizer.from_pretrained(tmp_path, gguf_file="two.gguf")
-    cfg = model.config
-    if hasattr(cfg, "quantization_config"):  # a GGUF-loaded model refuses save_pretrained
-        del cfg.quantization_config
-    plain = AutoModelForCausalLM.from_config(cfg)
-    plain.load_state_dict(model.state_dict())
-    plain.save_pretrained(tmp_path / "hf")
+    model, tok = load_twin(src)
+    model.save_pretrained(tmp_path / "hf")
     tok.save_pretrained(tmp_path / "hf")
-    del model, plain
+    del model
 
     out = convert_hf_dir(tmp_path / "hf", tmp_path / "back.gguf", "F32")
     a = {t.name: gguf_io.dequantize(t) for t in gguf_io.open_gguf(src).tensors}
