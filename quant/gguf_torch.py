@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import QuantError
-from .gguf_mlx import _LAYER_NAMES, _TOP_NAMES, mlx_config
+from .gguf_mlx import mlx_config, mlx_name
 from .mlx_gguf_reader import read_gguf
 from .mlx_tokenizer import GGUFTokenizer
 
@@ -35,14 +35,9 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def hf_name(gguf_name: str) -> str | None:
-    """Hugging Face llama parameter name for a GGUF tensor name (None: not a model weight)."""
-    base, _, kind = gguf_name.rpartition(".")
-    if base.startswith("blk."):
-        _, idx, part = base.split(".", 2)
-        mapped = _LAYER_NAMES["llama"].get(part)
-        return f"model.layers.{idx}.{mapped}.{kind}" if mapped else None
-    mapped = _TOP_NAMES.get(base)
-    return f"{mapped}.{kind}" if mapped else None
+    """Hugging Face llama parameter name for a GGUF tensor name (None: not a model weight);
+    mlx_lm's llama uses the same names as transformers'."""
+    return mlx_name("llama", gguf_name)
 
 
 def twin_config(g) -> dict:
