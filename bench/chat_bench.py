@@ -2,6 +2,9 @@
 same prompt on the same model file and threads, in one run. Reports medians and the ratio.
 
 Run: .venv/bin/python -m bench.chat_bench [--reps 5] [--max-tokens 128] > result.json
+
+--adapter PATH (a GGUF LoRA): reverie chats through that adapter and raw llama-cpp-python loads
+it with lora_path; a third side, raw llama-cpp-python without it, shows what runtime LoRA costs.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def _raw_run(llm, prompt: str, max_tokens: int) -> dict:
 
 
 def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads: int = 0,
-        progress=None) -> dict:
+        progress=None, adapter: str | None = None) -> dict:
     from llama_cpp import Llama
 
     from assistant.chat import ChatSession
@@ -48,11 +51,20 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
     os.environ.setdefault("REVERIE_HOME", str(home))
     session = ChatSession(home, model=model, backend="llama.cpp", use_memory=False,
                           use_adapter=False, max_tokens=max_tokens, threads=threads)
-    raw = Llama(model_path=session.runtime.model.path, n_ctx=session.runtime.n_ctx,
-                n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
-    ours, ref = [], []
+    kw = dict(model_path=session.runtime.model.path, n_ctx=session.runtime.n_ctx,
+              n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+    raw = Llama(**kw, **({"lora_path": adapter} if adapter else {}))
+    plain = None
+    if adapter:
+        # chat re-reads the promoted adapter before every turn: answer with this file instead
+        # (promotion is not what is measured)
+        session.use_adapter = True
+        session.services.promoted_adapter_for = lambda runtime: adapter
+        plain = Llama(**kw)
+    ours, ref, ref_plain = [], [], []
     # warm-up both (page cache, thread pools)
     session.send("Hello")
+    assert session.runtime.adapter_path == adapter, "the chat side is not using the adapter"
     session.new()
     _raw_run(raw, session.runtime.format_chat([{"role": "user", "content": "Hello"}]), 8)
     for r in range(reps):
@@ -60,18 +72,22 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
             session.new()
             prompt = session.runtime.format_chat(session.build_messages(p)[0])
             # alternate the order so neither side always runs on a warmer machine
-            order = (0, 1) if r % 2 == 0 else (1, 0)
+            order = (0, 1, 2) if r % 2 == 0 else (2, 1, 0)
             for side in order:
                 if side == 0:
                     t = session.send(p)
                     ours.append({"ttft_s": t.ttft_s, "tokens_per_s": t.tokens_per_s,
                                  "tokens": t.completion_tokens})
-                else:
+                elif side == 1:
                     ref.append(_raw_run(raw, prompt, max_tokens))
+                elif plain is not None:
+                    ref_plain.append(_raw_run(plain, prompt, max_tokens))
             if progress:
                 progress(r, p)
     session.close()
     raw.close()
+    if plain is not None:
+        plain.close()
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
@@ -86,6 +102,12 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
     }
     out["ratio_tokens_per_s"] = out["reverie"]["tokens_per_s_median"] / out["raw_llama_cpp"]["tokens_per_s_median"]
     out["ratio_ttft"] = out["reverie"]["ttft_s_median"] / out["raw_llama_cpp"]["ttft_s_median"]
+    if adapter:
+        out["adapter"] = adapter
+        out["raw_llama_cpp_without_adapter"] = {"tokens_per_s_median": med(ref_plain, "tokens_per_s"),
+                                                "ttft_s_median": med(ref_plain, "ttft_s")}
+        out["runtime_lora_cost_tokens_per_s"] = (out["raw_llama_cpp"]["tokens_per_s_median"]
+                                                 / out["raw_llama_cpp_without_adapter"]["tokens_per_s_median"])
     return out
 
 
@@ -95,8 +117,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--adapter", default=None, help="a GGUF LoRA: both sides decode through it")
     a = ap.parse_args(argv)
-    json.dump(run(a.reps, a.max_tokens, a.model, a.threads), sys.stdout, indent=2)
+    json.dump(run(a.reps, a.max_tokens, a.model, a.threads, adapter=a.adapter), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
