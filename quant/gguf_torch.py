@@ -7,7 +7,8 @@ gguf package's reader walks the 49k-entry vocabulary field by field, twice, and 
 maps are rebuilt per tensor. This loader reads the file once (`mlx_gguf_reader`), de-quantizes
 with the gguf package, undoes llama.cpp's q/k row permutation and fills a `LlamaForCausalLM` —
 the same weights bit for bit (tests/test_lora_parity.py::
-test_our_twin_loader_is_transformers_gguf_load_bit_for_bit compares it with transformers' own load). Other architectures: `load_twin` returns None and the caller uses transformers.
+test_our_twin_loader_is_transformers_gguf_load_bit_for_bit compares it with transformers' own
+load). Other architectures: `load_twin` returns None and the caller uses transformers.
 
 Owns: the GGUF -> Hugging Face config and names for llama, the inverse rope permutation.
 Does not know about LoRA or training.
