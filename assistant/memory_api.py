@@ -67,8 +67,17 @@ def edit(memory_id: str, text: str, home: Path | None = None) -> dict:
 
 
 def forget(memory_id: str, home: Path | None = None) -> dict:
-    with _store(home) as s:
-        return s.forget(memory_id).to_dict()
+    """Forget one memory everywhere (assistant.forget): returns the forget report with "memory"."""
+    from .forget import forget_memory
+
+    return forget_memory(home or data_dir(), memory_id)
+
+
+def forget_matching(text: str, yes: bool = False, home: Path | None = None) -> dict:
+    """Preview (yes=False) or forget everything that states `text`."""
+    from .forget import forget_matching as do
+
+    return do(home or data_dir(), text, apply=yes)
 
 
 def history(memory_id: str, home: Path | None = None) -> list[dict]:

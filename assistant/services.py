@@ -55,21 +55,38 @@ class Services:
         return chosen, format_for_chat(chosen, policy)
 
     def record_exchange(self, conversation_id: str, question: str, answer: str, meta: str):
-        """Store a chat turn in one ledger transaction: the user turn, the answer, their episodic
-        memories and any facts said in it. A kill leaves all of it or none (never a question
-        without its answer, or turns whose memories are missing). Returns (user_turn, answer_turn)."""
+        """Store a chat turn in one ledger transaction: the user turn, the answer, the user turn's
+        episodic memory and any facts said in it. A kill leaves all of it or none (never a
+        question without its answer, or a turn whose memory is missing).
+        Returns (user_turn, answer_turn, notes): notes say what was remembered, in a few words."""
         with self.memory.transaction():
             user_turn = self.ledger.add_turn(conversation_id, "user", question)
             assistant_turn = self.ledger.add_turn(conversation_id, "assistant", answer, meta)
-            self.after_turn(conversation_id, user_turn, assistant_turn)
-        return user_turn, assistant_turn
+            notes = self.after_turn(conversation_id, user_turn, assistant_turn)
+        return user_turn, assistant_turn, notes
 
-    def after_turn(self, conversation_id: str, user_turn, assistant_turn) -> None:
+    def after_turn(self, conversation_id: str, user_turn, assistant_turn) -> list[str]:
+        """What the user said becomes recallable; what the assistant said stays conversation
+        history only (as a memory it echoed old mistakes and crowded out the user's facts).
+        Questions and degenerate text (loops, walls of text) are kept in the history, not as
+        memories."""
+        from memory.hygiene import is_question_only, why_not_memorable
+        from memory.recall import second_person
+
         mem = self.memory
-        for turn in (user_turn, assistant_turn):
-            if turn.content.strip():  # a model can answer nothing; there is nothing to remember
-                mem.record_turn(conversation_id, turn.id, turn.role, turn.content, turn.created)
-        mem.observe_user_message(user_turn.content, conversation_id, user_turn.id)
+        text = user_turn.content
+        notes = []
+        reason = why_not_memorable(text)
+        if reason is None and not is_question_only(text):
+            mem.record_turn(conversation_id, user_turn.id, "user", text, user_turn.created)
+        elif reason is not None and text.strip():
+            notes.append(f"not remembered: {reason}")
+        if reason is None:
+            for m, action in mem.observe_user_message(text, conversation_id, user_turn.id):
+                verb = {"added": "remembered", "updated": "remembered",
+                        "superseded": "updated"}.get(action, action)
+                notes.append(f"{verb}: {second_person(m.text).rstrip('.')}")
+        return notes
 
     def describe(self, recalled) -> str:
         """One /why line: the id (for `reverie memory show/forget`), kind, and stored text."""
@@ -83,12 +100,20 @@ class Services:
     # --- slash commands beyond the built-in ones ---------------------------------------------
     def command_handler(self, name: str):
         return {"/remember": self._remember, "/good": self._good, "/bad": self._bad,
-                "/fix": self._fix}.get(name)
+                "/fix": self._fix, "/forget": self._forget}.get(name)
+
+    def _forget(self, session, arg: str) -> str:
+        from .forget import forget_matching
+
+        if not arg:
+            return "usage: /forget <text> — removes every memory, turn and feedback that states it"
+        res = forget_matching(self.home, arg, apply=True, ledger=self.ledger)
+        return res["summary"]
 
     def _feedback(self, session, kind: str, correction: str = "") -> str:
         from memory.feedback import FeedbackLog
 
-        if session.last is None:
+        if session.last is None or not session.last.turn_id:
             return "nothing to rate yet: ask something first."
         fb = FeedbackLog(self.ledger).add(kind, session.conversation_id, session.last.turn_id,
                                           session.last_question, session.last.answer, correction)
@@ -109,8 +134,13 @@ class Services:
     def _remember(self, session, arg: str) -> str:
         if not arg:
             return "usage: /remember <a fact about you>, e.g. /remember my sister is called Ingrid"
-        mem, action = self.memory.add_fact(arg, {"command": "/remember",
-                                                 "conversation_id": session.conversation_id})
+        from memory import MemoryStoreError
+
+        try:
+            mem, action = self.memory.add_fact(arg, {"command": "/remember",
+                                                     "conversation_id": session.conversation_id})
+        except MemoryStoreError as e:
+            return str(e)
         return f"{action} memory {mem.id}: {mem.text}"
 
     # --- adapters ----------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     adapters = AdapterLedger(ledger)
     model = Registry(home).get(opts.model)
     facts = store.active_facts()
-    feedback = FeedbackLog(ledger).list(limit=None)
+    feedback = FeedbackLog(ledger).list(limit=None, status="active")  # retired ones never train
     corrections = [Correction(f.id, f.prompt, f.answer, f.correction) for f in feedback if f.kind == "fix"]
     goods = [GoodAnswer(f.id, f.prompt, f.answer) for f in feedback if f.kind == "good"]
     fact_ids = sorted(f.id for f in facts)
@@ -248,7 +248,10 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     if promoted is not None:
         old_facts = set(json.loads(promoted.fact_ids or "[]"))
         old_fb = set(json.loads(promoted.feedback_ids or "[]"))
-        if old_facts == set(fact_ids) and old_fb == set(fb_ids) and not opts.force and not opts.dry_run:
+        # a fact restated with a new value keeps its id: its time says it changed since
+        changed = [f.id for f in facts if (f.updated or f.created) > promoted.created]
+        if (old_facts == set(fact_ids) and old_fb == set(fb_ids) and not changed
+                and not opts.force and not opts.dry_run):
             return SleepOutcome("nothing-new", f"no new facts or feedback since {promoted.id}; "
                                 "nothing to train.", adapter_id=promoted.id, seconds=time.time() - t0)
         if old_facts - set(fact_ids) and strategy == "incremental":
@@ -288,6 +291,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         dataset = build_dataset(lfacts, corrections, goods, anchors, replay,
                                 system_prompt=settings.system_prompt,
                                 exclude_questions=list(opts.exclude_questions), config=config,
+                                tombstoned_ids=store.tombstoned_ids(),
                                 phrasings_per_fact=opts.phrasings_per_fact)
         summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
                    "good_answers": len(goods), "anchors": len(anchors), **dataset.counts(),

@@ -181,7 +181,7 @@ def build(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False
         seqs = [r[0] for r in store.db.execute("select seq from memories order by seq")]
         store.db.conn.executemany("insert into memories_fts(rowid, body) values (?, ?)",
                                   list(zip(seqs, bodies)))
-    store.vectors.add_embedded(ids, np.asarray(vecs, dtype=np.float32), bodies,
+    store.vectors.add_embedded(ids, np.asarray(vecs, dtype=np.float32),
                                [{"kind": kind, "created": created[i]}
                                 for i, (kind, _, _) in enumerate(items)])
     info = {"n": n, "seed": seed, "embed_s": round(embed_s, 1),

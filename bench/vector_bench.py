@@ -64,7 +64,7 @@ class Ours:
         self.v = VectorIndex(home)
 
     def add(self, ids, vecs):
-        self.v.add_embedded(ids, vecs, ["x"] * len(ids), [{"kind": "fact"}] * len(ids))
+        self.v.add_embedded(ids, vecs, [{"kind": "fact"}] * len(ids))
 
     def search(self, vec):
         return self.v.search(vec, 30)

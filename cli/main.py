@@ -95,6 +95,8 @@ def chat(
                 typer.secho("reverie> ", nl=False, fg=typer.colors.CYAN)
             turn = session.send(line, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
             sys.stdout.write("\n")
+            for note in turn.notes:
+                typer.secho(f"({note})", dim=True, err=True)
             if stats:
                 typer.secho(f"[{turn.completion_tokens} tokens, {turn.tokens_per_s:.1f} tok/s, "
                             f"first token {turn.ttft_s * 1000:.0f} ms]", dim=True, err=True)

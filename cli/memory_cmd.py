@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit_json, handle_errors
+from .common import emit_json, fail, handle_errors
 
 memory_app = typer.Typer(
     help="What reverie remembers: facts you told it and past conversation turns.\n\n"
@@ -118,15 +118,48 @@ def edit(memory_id: str = typer.Argument(..., help="A memory id (m_…)."),
 
 @memory_app.command("forget")
 @handle_errors
-def forget(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), json_out: bool = JsonOpt):
-    """Remove a memory and its history from the ledger and the index. A tombstone (a hash, not
-    the text) is kept so the nightly training leaves it out too."""
+def forget(memory_id: Optional[str] = typer.Argument(None, help="A memory id (m_…)."),
+           matching: Optional[str] = typer.Option(
+               None, "--matching", "-m",
+               help="Forget everything that states this text (case-insensitive): memories, "
+                    "conversation turns, feedback, and adapter versions trained on it. Shows what "
+                    "would go; add --yes to do it."),
+           yes: bool = typer.Option(False, "--yes", "-y", help="With --matching: really forget."),
+           json_out: bool = JsonOpt):
+    """Forget a memory everywhere: the ledger (a tombstone — a hash, never the text — stays so
+    nothing brings it back), the index, the conversation turns it was said in, feedback that
+    states it, every adapter version's training files, and any adapter trained on it (withdrawn
+    at once; the newest clean version is served, or none, and the next sleep retrains)."""
     from assistant.memory_api import forget as do_forget
+    from assistant.memory_api import forget_matching
 
-    m = do_forget(memory_id)
+    if (memory_id is None) == (matching is None):
+        fail("give a memory id, or --matching TEXT (not both); e.g. "
+             "`reverie memory forget --matching peanuts`.")
+    if matching is not None:
+        res = forget_matching(matching, yes=yes)
+        if json_out:
+            return emit_json(res)
+        typer.echo(res["summary"])
+        if not res["applied"] and (res["memories"] or res["turns"] or res["feedback"]
+                                   or res["adapters_withdrawn"]):
+            for m in res["memories"]:
+                typer.echo(f"  memory {m['id']}  {m['kind']:<8}  {_short(m['text'])}")
+            for t in res["turns"]:
+                typer.echo(f"  turn   {t['id']}  {t['role']:<9} {_short(t['content'])}")
+            for f in res["feedback"]:
+                typer.echo(f"  feedback {f['id']}  {f['kind']:<4}  {_short(f['prompt'])}")
+            typer.echo("run again with --yes to forget all of it.")
+        return
+    res = do_forget(memory_id)
     if json_out:
-        return emit_json(m)
-    typer.echo(f"forgot {m['id']}")
+        return emit_json(res)
+    typer.echo(f"forgot {res['memory']['id']}. {res['summary']}")
+
+
+def _short(text: str, width: int = 70) -> str:
+    one = " ".join((text or "").split())
+    return one if len(one) <= width else one[:width - 1] + "…"
 
 
 @memory_app.command("history")

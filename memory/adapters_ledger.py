@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 from .ledger import Ledger, LedgerError, new_id, now
 
-STATUSES = ("candidate", "promoted", "rejected", "retired", "failed")
+# withdrawn: trained on something the user later forgot; its files are deleted, never served
+STATUSES = ("candidate", "promoted", "rejected", "retired", "failed", "withdrawn")
 
 
 @dataclass

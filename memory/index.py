@@ -163,18 +163,19 @@ class VectorIndex:
         for start in range(0, len(items), ADD_BATCH):
             batch = items[start:start + ADD_BATCH]
             vectors = embed([t for _, t, _ in batch])  # outside the lock: the slow part
-            self.add_embedded([i for i, _, _ in batch], vectors, [t for _, t, _ in batch],
-                              [m for _, _, m in batch])
+            self.add_embedded([i for i, _, _ in batch], vectors, [m for _, _, m in batch])
             if progress:
                 progress(len(batch))
 
-    def add_embedded(self, ids: list[str], embeddings, documents: list[str], metadatas: list[dict]):
-        """Upsert precomputed embeddings (also the scale benchmark's path; avoids re-embedding)."""
+    def add_embedded(self, ids: list[str], embeddings, metadatas: list[dict]):
+        """Upsert precomputed embeddings (also the scale benchmark's path; avoids re-embedding).
+
+        No documents: the ledger holds every text, and a text chromadb kept in its own SQLite
+        (and its write log) would survive a forget there."""
         with self._locked(write=True) as collection:
             for start in range(0, len(ids), 4096):
                 sl = slice(start, start + 4096)
-                collection.upsert(ids=ids[sl], embeddings=embeddings[sl], documents=documents[sl],
-                                  metadatas=metadatas[sl])
+                collection.upsert(ids=ids[sl], embeddings=embeddings[sl], metadatas=metadatas[sl])
 
     def delete(self, ids: list[str]) -> None:
         if ids:

@@ -55,6 +55,9 @@ class Ledger:
         if fresh:
             os.chmod(self.path, 0o600)
         conn.execute("PRAGMA busy_timeout = 30000")
+        # Deleted rows are overwritten with zeros, so a forgotten text does not linger in free
+        # pages of the file (the WAL is truncated by assistant.forget after a forget).
+        conn.execute("PRAGMA secure_delete = ON")
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")

@@ -87,3 +87,17 @@ def m005_index_memories_conversation(db):
     db.execute("CREATE INDEX idx_memories_conversation ON memories "
                "(json_extract(source, '$.conversation_id'), seq) "
                "WHERE kind = 'episodic' AND status = 'active'")
+
+
+@migrations()
+def m006_retire_answers_and_feedback(db):
+    # The assistant's own answers are conversation history (the turns table), not memories: as
+    # recallable memories they echoed old mistakes and crowded the user's facts out of recall.
+    db.execute("DELETE FROM memories_fts WHERE rowid IN (SELECT seq FROM memories WHERE"
+               " kind = 'episodic' AND json_extract(source, '$.role') = 'assistant')")
+    db.execute("DELETE FROM memories WHERE kind = 'episodic'"
+               " AND json_extract(source, '$.role') = 'assistant'")
+    # Feedback can be retired (a newer rating of the same answer, a fact that replaced what it
+    # praised) and then no longer enters training; the row stays for `feedback ls --all`.
+    db.execute("ALTER TABLE feedback ADD COLUMN status TEXT NOT NULL DEFAULT 'active'")
+    db.execute("ALTER TABLE feedback ADD COLUMN reason TEXT NOT NULL DEFAULT ''")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import facts as factrules
+from . import hygiene
 from . import io as memio
 from . import locomo
 from .errors import MemoryStoreError
@@ -27,6 +28,10 @@ from .recall import MODES, Recalled, fuse, neighbour_support, pack, recency_boos
 
 # Cosine above this between two facts means "the same fact, reworded": update, don't add.
 DUPLICATE_COSINE = 0.92
+# Added to a fact's fused score in hybrid recall: a fact is what the user told in its clean,
+# current form, so at equal relevance it comes before the chatter around it (a third of a
+# first-place RRF score: a clearly better-ranked turn still wins).
+FACT_PRIOR = 0.3 / 11
 Progress = Callable[[int], None] | None
 
 
@@ -52,6 +57,7 @@ class ActiveFact:
     text: str
     subject: str | None
     created: float
+    updated: float = 0.0  # a restatement changes the text in place: new data for the trainer
 
 
 def new_memory_id() -> str:
@@ -148,12 +154,16 @@ class MemoryStore:
                         "status": current.status, "changed": current.updated, "reason": "current"}]
 
     def active_facts(self) -> list[ActiveFact]:
-        return [ActiveFact(m.id, m.text, m.subject, m.created)
+        return [ActiveFact(m.id, m.text, m.subject, m.created, m.updated)
                 for m in self.list(kind="fact", status="active", limit=None)]
 
     def tombstoned_hashes(self) -> set[str]:
         """Hashes (text_hash) of every forgotten text; the trainer drops matching examples."""
         return {r[0] for r in self.db.execute("select text_hash from tombstones").fetchall()}
+
+    def tombstoned_ids(self) -> set[str]:
+        """Ids of every forgotten memory; the trainer drops anything that names one."""
+        return {r[0] for r in self.db.execute("select distinct memory_id from tombstones").fetchall()}
 
     def is_tombstoned(self, text: str) -> bool:
         return self.db.execute("select 1 from tombstones where text_hash = ?",
@@ -203,6 +213,7 @@ class MemoryStore:
         clock.lap("rows")
         if mode == "hybrid":
             scores = neighbour_support(scores, self._neighbours(rows.values()))
+            scores = self._facts_over_turns(scores, rows)
             clock.lap("neighbours")
         now = time.time()
         items = []
@@ -230,6 +241,10 @@ class MemoryStore:
         text = (text or "").strip()
         if not text:
             raise MemoryStoreError("the fact is empty; say what to remember.")
+        reason = hygiene.why_not_memorable(text, hygiene.MAX_FACT_CHARS)
+        if reason:
+            raise MemoryStoreError(f"not stored: {reason}. A fact is a sentence or two about "
+                                   "you, e.g. \"My sister is called Ingrid.\"")
         subject, value = factrules.subject_of(text)
         return self._store_fact(text, subject, value, dict(source or {}))
 
@@ -246,8 +261,9 @@ class MemoryStore:
     def record_turn(self, conversation_id: str, turn_id: str, role: str, text: str,
                     created: float | None = None, source: dict | None = None) -> Memory:
         """Remember one conversation turn as an episodic memory."""
-        if not (text or "").strip():
-            raise MemoryStoreError("the turn text is empty; nothing to remember.")
+        reason = hygiene.why_not_memorable(text)
+        if reason:
+            raise MemoryStoreError(f"the turn is not stored as a memory: {reason}.")
         src = {"conversation_id": conversation_id, "turn_id": turn_id, "role": role,
                "command": "chat", "time": time.time(), **(source or {})}
         return self._insert_many([("episodic", text.strip(), None, src, created)])[0]
@@ -274,18 +290,14 @@ class MemoryStore:
         return new
 
     def forget(self, memory_id: str) -> Memory:
-        """Remove a memory and its history from the ledger and indexes; leave tombstones."""
+        """Remove one memory, its history and the turns it was said in from the ledger and the
+        indexes; leave tombstones. (assistant.forget also reaches adapters and files.)"""
+        from . import forgetting
+
         old = self.get(memory_id)
-        texts = {old.text} | {h["text"] for h in self.history(memory_id)}
-        now = time.time()
-        with self.db.atomic():
-            self._fts_drop(memory_id)
-            for t in texts:
-                self.db.execute("insert or ignore into tombstones values (?, ?, ?, ?)",
-                                [memory_id, text_hash(t), old.kind, now])
-            self.db.execute("delete from memory_history where memory_id = ?", [memory_id])
-            self.db.execute("delete from memories where id = ?", [memory_id])
-        self.vectors.delete([memory_id])
+        p = forgetting.plan(self.db, [], (memory_id,), facts=False)
+        forgetting.apply(self.db, p, text_hash)
+        self.vectors.delete([m["id"] for m in p.memories])
         old.status = "forgotten"
         return old
 
@@ -436,6 +448,33 @@ class MemoryStore:
                 out[mid] = [n for n in (before, after) if n is not None]
         return out
 
+    def _facts_over_turns(self, scores: dict[str, float], rows: dict[str, dict]) -> dict[str, float]:
+        """A chat turn a fact was drawn from ranks just below that fact: the fact is the clean,
+        current statement of it. A fact the shortlist missed is brought in by its turn; a
+        fact always outranks an equally scored turn (FACT_PRIOR)."""
+        out = dict(scores)
+        turn_of = {}
+        for mid, r in rows.items():
+            if r["kind"] == "episodic" and r["status"] == "active":
+                tid = json.loads(r["source"] or "{}").get("turn_id")
+                if tid:
+                    turn_of[tid] = mid
+        if turn_of:
+            tids = list(turn_of)
+            marks = ",".join("?" * len(tids))
+            for fid, tid in self.db.execute(
+                    f"select id, json_extract(source, '$.turn_id') from memories where kind = 'fact'"
+                    f" and status = 'active' and json_extract(source, '$.turn_id') in ({marks})",
+                    tids).fetchall():
+                turn_score = out.get(turn_of[tid], 0.0)
+                out[fid] = max(out.get(fid, 0.0), turn_score)
+                if fid not in rows:
+                    rows.update({r["id"]: r for r in self._rows_by_id([fid])})
+        for mid in out:
+            if mid in rows and rows[mid]["kind"] == "fact":
+                out[mid] += FACT_PRIOR
+        return out
+
     def _history(self, old: Memory, reason: str, when: float) -> None:
         self.db.execute("insert into memory_history (memory_id, text, subject, status, changed, "
                         "reason) values (?, ?, ?, ?, ?, ?)",
@@ -520,11 +559,35 @@ class MemoryStore:
             self.db.execute("update memories set status = 'superseded', updated = ? where id = ?",
                             [now, old.id])
             self._fts_put(old.id)
+            retired = self._retire_sources(old, now)
             new = self._insert_rows([("fact", text, subject, {**source, "supersedes": old.id},
                                       None)])[0]
-        self._vectors_do(lambda: self.vectors.delete([old.id]))
+        self._vectors_do(lambda: self.vectors.delete([old.id] + retired))
         self._vector_put([new])
         return new
+
+    def _retire_sources(self, old: Memory, when: float) -> list[str]:
+        """The user turns a superseded fact came from stop being recalled as current (they stay in
+        the conversation history), and feedback that mentions the old value leaves training.
+        Returns the episodic memory ids retired. The caller holds a transaction."""
+        tids = [t for t in {old.source.get("turn_id"),
+                            (old.source.get("restated") or {}).get("turn_id")} if t]
+        retired = []
+        for tid in tids:
+            for (mid,) in self.db.execute(
+                    "select id from memories where kind = 'episodic' and status = 'active' and "
+                    "json_extract(source, '$.turn_id') = ?", [tid]).fetchall():
+                self._history(self.get(mid), "superseded", when)
+                self.db.execute("update memories set status = 'superseded', updated = ? "
+                                "where id = ?", [when, mid])
+                self._fts_put(mid)
+                retired.append(mid)
+        value = factrules.subject_of(old.text)[1]
+        if value and len(value) >= 3:
+            from .feedback import FeedbackLog
+
+            FeedbackLog(self.ledger).retire_mentioning(value, f"superseded by a newer fact ({old.id})")
+        return retired
 
 
 class _StageClock:

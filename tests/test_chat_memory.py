@@ -181,7 +181,9 @@ def test_a_chat_turn_is_one_transaction_and_vectors_follow_the_commit(tmp_path):
     store.observe_user_message = observe_then_fail
     with pytest.raises(RuntimeError):
         services.record_exchange(conv, "My sister is called Ingrid.", "Nice name.", "{}")
-    assert seen_inside == [(2, 3, 0)]  # 2 turns, 2 episodic + 1 fact, no vector written yet
+    # 2 turns; the user turn's episodic memory + 1 fact (the answer is history, not a memory);
+    # no vector written yet
+    assert seen_inside == [(2, 2, 0)]
     assert counts() == (0, 0, 0)  # all rolled back, nothing reached chromadb
 
     store.observe_user_message = real_observe

@@ -32,14 +32,14 @@ WORKER = textwrap.dedent("""
     elif role == "writer":  # writes and stays alive while the reader searches
         wait_for("reader-open")
         vecs = [[rng.random() for _ in range(8)] for _ in range(n)]
-        index.add_embedded([f"w{i}" for i in range(n)], vecs, ["x"] * n, [{"kind": "fact"}] * n)
+        index.add_embedded([f"w{i}" for i in range(n)], vecs, [{"kind": "fact"}] * n)
         (home / "writer-wrote").touch()
         wait_for("reader-done")
     else:  # both write and search, interleaved
         seen_other = 0
         for i in range(n):
             vec = [rng.random() for _ in range(8)]
-            index.add_embedded([f"{role}{i}"], [vec], ["x"], [{"kind": "fact"}])
+            index.add_embedded([f"{role}{i}"], [vec], [{"kind": "fact"}])
             hits = index.search(vec, 200)
             assert hits[0].id == f"{role}{i}", hits[:3]  # its own fresh write comes first
             seen_other = max(seen_other, sum(not h.id.startswith(role) for h in hits))
