@@ -63,7 +63,7 @@ class Services:
             user_turn = self.ledger.add_turn(conversation_id, "user", question)
             assistant_turn = self.ledger.add_turn(conversation_id, "assistant", answer, meta)
             notes = self.after_turn(conversation_id, user_turn, assistant_turn)
-        return user_turn, assistant_turn, notes
+        return user_turn, assistant_turn, notes or []
 
     def after_turn(self, conversation_id: str, user_turn, assistant_turn) -> list[str]:
         """What the user said becomes recallable; what the assistant said stays conversation
