@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+# Re-exported: callers import the person rewrites from here; memory.voice is their one home.
+from .voice import first_person, second_person  # noqa: F401
+
 # RRF's k: Cormack et al. use 60; a smaller k trusts each method's top few more, which suits
 # short conversational memories where a method's first hits are usually its right ones.
 RRF_K = 10
@@ -168,56 +171,6 @@ def select_for_chat(items: list[Recalled], cosine: dict[str, float],
     kept = [i for i in items if sims[i.id] >= policy.min_cosine and sims[i.id] >= best - policy.max_gap]
     kept.sort(key=lambda i: (policy.facts_first and i.kind != "fact", -sims[i.id]))
     return kept[:policy.k]
-
-
-_SECOND = [  # (pattern, replacement), applied in order, on word boundaries
-    (r"\bthe user's\b", "your"), (r"\bthe user is\b", "you are"), (r"\bthe user was\b", "you were"),
-    (r"\bthe user has\b", "you have"), (r"\bthe user does\b", "you do"),
-    (r"\bthe user (\w+?)(?:es|s)\b(?<!ss)", None), (r"\bthe user\b", "you"),
-    (r"\bI am\b", "you are"), (r"\bI'm\b", "you're"), (r"\bI was\b", "you were"),
-    (r"\bI've\b", "you've"), (r"\bI'll\b", "you'll"), (r"\bI'd\b", "you'd"), (r"\bI\b", "you"),
-    (r"\bmy\b", "your"), (r"\bmine\b", "yours"), (r"\bmyself\b", "yourself"), (r"\bme\b", "you"),
-]
-
-
-_FIRST = [
-    (r"\bthe user's\b", "my"), (r"\bthe user is\b", "I am"), (r"\bthe user was\b", "I was"),
-    (r"\bthe user has\b", "I have"), (r"\bthe user does\b", "I do"),
-    (r"\bthe user (\w+?)(?:es|s)\b(?<!ss)", None), (r"\bthe user\b", "I"),
-]
-
-
-def _verb_base(m, pronoun: str = "you") -> str:
-    # "The user lives" -> "you live", "watches" -> "watch": third-person -s off the first verb.
-    word = m.group(0).split(" ", 2)[2]
-    if word.endswith(("ches", "shes", "sses", "xes", "zzes")):
-        return f"{pronoun} {word[:-2]}"
-    if word.endswith("ies") and len(word) > 4:
-        return f"{pronoun} {word[:-3]}y"
-    return f"{pronoun} {word[:-1]}"
-
-
-def first_person(text: str) -> str:
-    """'The user lives in Oslo.' -> 'I live in Oslo.': the voice users ask questions in, so it
-    is the form to compare with a question ("Where do I live?") for relevance."""
-    import re
-
-    out = text
-    for pattern, repl in _FIRST:
-        out = re.sub(pattern, repl if repl is not None else (lambda m: _verb_base(m, "I")),
-                     out, flags=re.IGNORECASE)
-    return out[:1].upper() + out[1:] if out else out
-
-
-def second_person(text: str) -> str:
-    """'The user's sister is Ingrid.' / 'My sister is Ingrid.' -> 'Your sister is Ingrid.'"""
-    import re
-
-    out = text
-    for pattern, repl in _SECOND:
-        out = re.sub(pattern, repl if repl is not None else _verb_base, out,
-                     flags=0 if pattern.startswith(r"\bI") else re.IGNORECASE)
-    return out[:1].upper() + out[1:] if out else out
 
 
 def chat_text(item: Recalled, style: str) -> str:
