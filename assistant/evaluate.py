@@ -23,6 +23,20 @@ def _dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) if Path(p).exists() else 0
 
 
+def nightly_options(exclude_questions, steps: int = 0, force: bool = False,
+                    strategy: str = "retrain", learning_rate: float = 0.0,
+                    gate_general: int = 60, gate_texts: int = 5):
+    """The `sleep` an evaluation runs each night: the probe questions are never trained on, and the
+    gate inside sleep uses a lighter general probe than the final report (shared with scenario.py)."""
+    from .probes import bundled_general_mc, bundled_general_text
+    from .sleep import SleepOptions
+
+    return SleepOptions(exclude_questions=tuple(exclude_questions), steps=steps, force=force,
+                        strategy=strategy, learning_rate=learning_rate,
+                        general_items=bundled_general_mc()[:gate_general],
+                        general_texts=bundled_general_text()[:gate_texts])
+
+
 def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
@@ -41,7 +55,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                          load_multiple_choice, load_persona)
     from .runtime_api import open_runtime
     from .services import Services
-    from .sleep import SleepOptions, cached_sha256, run_sleep
+    from .sleep import cached_sha256, run_sleep
 
     t0 = time.time()
     facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
@@ -82,11 +96,9 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         for f in tonight:
             session.command(f"/remember {f.statement}")
         # the gate inside sleep uses a lighter general probe than the final report
-        out = run_sleep(home, SleepOptions(exclude_questions=exclude, steps=steps, force=True,
-                                           strategy=strategy,
-                                           learning_rate=learning_rate,
-                                           general_items=bundled_general_mc()[:gate_general],
-                                           general_texts=texts[:gate_texts]),
+        out = run_sleep(home, nightly_options(exclude, steps=steps, force=True, strategy=strategy,
+                                              learning_rate=learning_rate, gate_general=gate_general,
+                                              gate_texts=gate_texts),
                         log=log, on_train=on_train)
         sleeps.append({"night": night, "status": out.status, "message": out.message,
                        "adapter": out.adapter_id, "gate": out.gate})

@@ -1,7 +1,8 @@
 """Rendering of side-by-side evaluation results: terminal table, markdown report, PNG plots.
 
 Owns: turning the evaluation's plain results dict into text and pictures, and writing the report
-directory atomically (report.md, results.json, accuracy.png, forgetting.png). Computes nothing
+directory atomically (report.md, results.json, accuracy.png, forgetting.png). Also renders and
+writes the real-use scenario's report (report.md, results.json; assistant.scenario). Computes nothing
 itself: every number shown comes from the dict it is given, so nothing is ever typed in.
 Does not run models or know how the numbers were measured (evaluate.py does).
 
@@ -268,5 +269,84 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-__all__ = ["ARMS", "plot_accuracy", "plot_forgetting", "render_markdown", "render_table",
-           "write_report"]
+# --- the real-use scenario (assistant.scenario) -----------------------------------------------
+# Its dict: arms {arm: {scenario_acc, passed, probes, leaks, adapter}}, data_leaks, memories
+# {by_kind}, sleeps [{day, status, gate, message}], forgets, probes [{question, expect, forbid,
+# answers {arm: {answer, passed}}}], conversation, adapter {note}, seconds. Already redacted.
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def _scenario_rows(results: dict) -> list[list[str]]:
+    return [[name, _fmt(arm.get("scenario_acc")), f"{arm.get('passed', '—')}/{arm.get('probes', '—')}",
+             str(arm.get("leaks", "—"))] for name, arm in _arms(results)]
+
+
+def render_scenario_table(results: dict) -> str:
+    """Arms x scenario accuracy / leaks, then the data dir's leaks, for a terminal."""
+    rows = [["arm", "scenario_acc", "passed", "leaks"]] + _scenario_rows(results)
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    leaks = results.get("data_leaks") or []
+    lines += ["", f"data_leaks  {', '.join(leaks) if leaks else 'none'}"]
+    note = (results.get("adapter") or {}).get("note")
+    if note:
+        lines.append(f"note        {note}")
+    return "\n".join(lines)
+
+
+def render_scenario_markdown(results: dict) -> str:
+    out = ["# reverie real-use scenario", "",
+           f"`{results.get('scenario', '')}`: {results.get('days', '—')} day(s), events "
+           f"{results.get('events', {})}, {_fmt(results.get('seconds'), '.1f')} s of wall time.", "",
+           "## Arms", "", "| arm | scenario_acc | passed | leaks |", "|---|---:|---:|---:|"]
+    out += ["| " + " | ".join(r) + " |" for r in _scenario_rows(results)]
+    note = (results.get("adapter") or {}).get("note")
+    out += ["", f"Adapter served: `{(results.get('adapter') or {}).get('served')}`. {note or ''}".rstrip(),
+            "", "## Data leaks", ""]
+    leaks = results.get("data_leaks") or []
+    out += [f"- `{f}`" for f in leaks] or ["No file in the data dir contains a forgotten text."]
+    out += ["", "## Memories by kind (active)", "", "| kind | memories |", "|---|---:|"]
+    out += [f"| {k} | {n} |" for k, n in sorted(((results.get("memories") or {}).get("by_kind") or {}).items())]
+    out += ["", "## Nights", "", "| day | status | gate | message |", "|---:|---|---|---|"]
+    for s in results.get("sleeps") or []:
+        g = s.get("gate") or {}
+        gate = "—" if not g else ("passed" if g.get("passed") else "rejected: " + "; ".join(g.get("reasons") or []))
+        out.append(f"| {s.get('day')} | {s.get('status')} | {_cell(gate)} | {_cell(s.get('message', ''))} |")
+    if results.get("forgets"):
+        out += ["", "## Forgets", ""]
+        out += [f"- day {f.get('day')}: `{_cell(json.dumps(f.get('result'), default=str))}`"
+                for f in results["forgets"]]
+    out += ["", "## Probes"]
+    for i, p in enumerate(results.get("probes") or [], 1):
+        out += ["", f"### {i}. {_cell(p.get('question'))}", "",
+                f"expect {p.get('expect')}, forbid {p.get('forbid')}", "",
+                "| arm | pass | answer |", "|---|---|---|"]
+        out += [f"| {arm} | {'PASS' if a.get('passed') else 'fail'} | {_cell(a.get('answer', ''))} |"
+                for arm, a in (p.get("answers") or {}).items()]
+    out += ["", "## Conversation"]
+    for d in results.get("conversation") or []:
+        out += ["", f"### Day {d.get('day')}", ""]
+        out += [f"- **user:** {_cell(t.get('say'))}<br>**reverie:** {_cell(t.get('reply'))}"
+                for t in d.get("turns") or []]
+    return "\n".join(out) + "\n"
+
+
+def write_scenario_report(results: dict, out_dir: Path | str) -> Path:
+    """report.md and results.json, replacing out_dir as a whole (atomic_dir)."""
+    out_dir = Path(out_dir)
+    _arms(results)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "report.md").write_text(render_scenario_markdown(results), encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, default=_json_default)
+                                          + "\n", encoding="utf-8")
+    return out_dir
+
+
+__all__ = ["ARMS", "plot_accuracy", "plot_forgetting", "render_markdown", "render_scenario_markdown",
+           "render_scenario_table", "render_table", "write_report", "write_scenario_report"]

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import emit_json, handle_errors, train_progress
+from .common import emit_json, fail, handle_errors, train_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -22,18 +22,34 @@ def eval_(
     steps: int = typer.Option(0, "--steps", min=0, help="Training steps per night (0: default)."),
     learning_rate: float = typer.Option(0.0, "--learning-rate", min=0.0,
                                         help="Peak learning rate of the nightly training (0: default)."),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="Run a real-use scenario (JSONL of day-by-day chat lines, sleeps and forgets, then probes) instead of the persona experiment."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Run the whole experiment in an isolated data dir: each night tell that night's facts,
-    sleep, and score base / memory / adapter / adapter+memory on the same probes."""
+    sleep, and score base / memory / adapter / adapter+memory on the same probes.
+    With --scenario: play a scenario's days, nights and forgets, then score the same four arms
+    on its probes, with leaks of forgotten texts in answers and on disk."""
+    for p in [facts, *general, scenario]:
+        if p is not None and not p.exists():
+            fail(f"{p} does not exist")
+    if scenario is not None:
+        if facts is not None or general or nights is not None:
+            fail("--scenario runs its own events and probes; leave out --facts, --general and --nights.")
+        from assistant.report import render_scenario_table
+        from assistant.scenario import run_scenario
+
+        res = run_scenario(scenario, log=lambda s: typer.echo(s, err=True), steps=steps,
+                           on_train=train_progress, out_dir=out, learning_rate=learning_rate)
+        if json_out:
+            emit_json(res)
+        else:
+            typer.echo(render_scenario_table(res))
+            typer.echo(f"report: {res['report_path']}")
+        return
     from assistant.evaluate import run_experiment
     from assistant.report import render_table
 
-    for p in [facts, *general]:
-        if p is not None and not p.exists():
-            typer.secho(f"error: {p} does not exist", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1)
     res = run_experiment(facts, list(general), nights, out, log=lambda s: typer.echo(s, err=True),
                          general_limit=general_limit, steps=steps, on_train=train_progress,
                          learning_rate=learning_rate)
