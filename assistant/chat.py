@@ -23,6 +23,7 @@ HELP = """Commands:
   /remember <fact>   store a fact about you
   /good | /bad       rate the last answer
   /fix <answer>      give a better answer to the last question
+  /forget <text>     forget every memory, turn and feedback that states <text>
   /memory on|off     switch memory recall for this chat
   /quit              leave (also /exit, Ctrl-D)"""
 
@@ -44,6 +45,7 @@ class TurnResult:
     truncated_input: bool = False
     conversation_id: str = ""
     turn_id: str = ""
+    notes: list = field(default_factory=list)  # "remembered: you live in York", shown after the answer
 
     def to_dict(self) -> dict:
         return {
@@ -52,7 +54,7 @@ class TurnResult:
             "tokens_per_s": round(self.tokens_per_s, 2), "total_s": round(self.total_s, 4),
             "recalled": [getattr(r, "id", r) for r in self.recalled],
             "trimmed_turns": self.trimmed_turns, "truncated_input": self.truncated_input,
-            "conversation_id": self.conversation_id,
+            "conversation_id": self.conversation_id, "notes": list(self.notes),
         }
 
 
@@ -72,7 +74,7 @@ class ChatSession:
                  use_memory: bool | None = None, use_adapter: bool = True,
                  system_prompt: str | None = None, max_tokens: int | None = None,
                  n_ctx: int | None = None, threads: int | None = None, runtime=None,
-                 services=None):
+                 services=None, record: bool = True):
         from .config import Settings
         from memory.ledger import Ledger
 
@@ -83,6 +85,8 @@ class ChatSession:
         self.system_prompt = system_prompt or self.settings.system_prompt
         self.use_memory = self.settings.memory if use_memory is None else use_memory
         self.use_adapter = use_adapter
+        # record=False: answer without leaving a trace (no turns, memories or facts stored)
+        self.record = record
         self.ledger = Ledger(self.home)
         self.runtime = runtime or open_runtime(self.home, model, self.backend,
                                                n_ctx=self.settings.n_ctx,
@@ -98,6 +102,8 @@ class ChatSession:
 
     # --- conversation -----------------------------------------------------------------------
     def _new_conversation(self) -> str:
+        if not self.record:
+            return ""
         return self.ledger.new_conversation(
             model=self.runtime.model.name,
             meta=json.dumps({"backend": self.runtime.backend, "memory": self.use_memory}))
@@ -156,8 +162,6 @@ class ChatSession:
 
     # --- a turn ------------------------------------------------------------------------------
     def send(self, text: str, on_text: Callable[[str], None] | None = None) -> TurnResult:
-        from quant.runtime import GenerationConfig
-
         text = (text or "").strip()
         if not text:
             raise ReverieError("empty message; type something, or /help for commands.")
@@ -169,6 +173,8 @@ class ChatSession:
             recalled, block = self.services.recall(text, self.runtime)
         messages, dropped, truncated = self.build_messages(text, block)
         prompt = self.runtime.format_chat(messages)
+        from quant.runtime import GenerationConfig
+
         cfg = GenerationConfig(max_tokens=self.settings.max_tokens)
         pieces = []
         for piece in self.runtime.stream(prompt, cfg):
@@ -180,14 +186,18 @@ class ChatSession:
         meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
                 "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,
                 "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}
-        _, asst_turn = self.services.record_exchange(self.conversation_id, text, answer, json.dumps(meta))
+        asst_id, notes = "", []
+        if self.record:
+            _, asst_turn, notes = self.services.record_exchange(self.conversation_id, text, answer,
+                                                                json.dumps(meta))
+            asst_id = asst_turn.id
         # history keeps what the user said; recalled memories are fetched afresh each turn
         self.history += [{"role": "user", "content": text},
                          {"role": "assistant", "content": answer}]
         self.last_question = text
         self.last = TurnResult(answer, st.prompt_tokens, st.completion_tokens, st.ttft_s,
                                st.tokens_per_s, st.total_s, recalled, dropped, truncated,
-                               self.conversation_id, asst_turn.id)
+                               self.conversation_id, asst_id, notes)
         return self.last
 
     # --- slash commands ----------------------------------------------------------------------

@@ -198,3 +198,49 @@ def test_sleep_with_the_mlx_trainer_registers_an_adapter_llama_cpp_serves(reveri
         dry = run_sleep(reverie_home, _opts(strategy="incremental", dry_run=True), log=logs.append)
         assert dry.dataset["strategy"] == "retrain"
         assert any("trained with mlx" in line for line in logs)
+
+
+def test_forget_after_a_night_reaches_the_served_adapter_and_every_file(reverie_home, anchors):
+    """The leak of issue 14: a fact told in chat, a night trained on it, then forgotten. Before,
+    the promoted adapter kept serving it, its train.jsonl kept the sentence and the user's turn
+    stayed the top hit of `memory search`. Now: the adapter is withdrawn at once (the base is
+    served), search finds nothing, `ask --no-memory` neither uses an adapter nor stores the answer
+    as a memory, and no file under the data dir holds the text."""
+    from typer.testing import CliRunner
+
+    from assistant.forget import leaked_files
+    from assistant.services import Services
+    from cli.main import app
+
+    ledger = Ledger(reverie_home)
+    services = Services(reverie_home, ledger)
+    conv = ledger.new_conversation(model="test")
+    services.record_exchange(conv, "I am allergic to peanuts.", "I will remember that.", "{}")
+    services.record_exchange(conv, "My dog's name is Biscuit.", "What a lovely name.", "{}")
+    ledger.close()
+    _seed(reverie_home, anchors)
+    out = run_sleep(reverie_home, _opts(), log=lambda _: None)
+    assert out.status in ("promoted", "rejected"), out.message
+    adapters = AdapterLedger(Ledger(reverie_home))
+    if out.status == "rejected":  # the gate's verdict is not what this test is about
+        adapters.promote(out.adapter_id)
+    trained = Path(adapters.get(out.adapter_id).path)
+    assert "peanuts" in "".join(p.read_text() for p in trained.glob("*.jsonl")).lower()
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["memory", "forget", "--matching", "peanuts", "--yes", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["adapters_withdrawn"] == [out.adapter_id] and res["serving"] == {
+        adapters.get(out.adapter_id).model: ""}
+    assert AdapterLedger(Ledger(reverie_home)).promoted(adapters.get(out.adapter_id).model) is None
+    r = runner.invoke(app, ["memory", "search", "peanuts", "--json"])
+    assert r.exit_code == 0 and "peanut" not in r.output.lower()
+    r = runner.invoke(app, ["ask", "What am I allergic to?", "--no-memory", "--json",
+                            "--max-tokens", "24"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout[r.stdout.index("{"):])["adapter"] is None
+    assert leaked_files(reverie_home, ["peanuts"]) == []
+    # the next night retrains without it: Biscuit is still there to learn
+    dry = run_sleep(reverie_home, _opts(dry_run=True), log=lambda _: None)
+    assert dry.status == "dry-run" and dry.dataset["facts"] == 1
