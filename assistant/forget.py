@@ -62,9 +62,13 @@ def _scrub_file(path: Path, texts: list[str]) -> bool:
         raw = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):
         return False
+    from memory.forgetting import decollide
+
     pats = [re.compile(re.escape(t), re.IGNORECASE) for t in texts]
     if not any(p.search(raw) for p in pats):
         return False
+    for t in texts:  # numbers that merely contain a forgotten number are nudged, not dropped
+        raw = decollide(raw, t)
     if path.suffix in _LINE_FILES:
         new = "".join(line for line in raw.splitlines(keepends=True)
                       if not any(p.search(line) for p in pats))

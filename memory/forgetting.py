@@ -134,13 +134,40 @@ def apply(db, p: ForgetPlan, text_hash) -> None:
     db.execute("insert into memories_fts(memories_fts) values ('optimize')")
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def decollide(text: str, needle: str) -> str:
+    """Numbers that merely contain a forgotten number (a timestamp 1796158301.2, a loss 0.58301
+    when "5830" was forgotten) are not mentions of it: nudge the last digit the two share until
+    they no longer contain it, so a byte search finds only real mentions (which are then removed).
+    Identifiers are left alone (ours hold no digits). A non-numeric needle changes nothing."""
+    if not needle.isdigit() or needle not in text:
+        return text
+
+    def nudge(m: re.Match) -> str:
+        num = m.group(0)
+        if num == needle or needle not in num:
+            return num
+        digits = list(num)
+        for _ in range(100):
+            at = "".join(digits).find(needle)
+            if at < 0:
+                break
+            i = at + len(needle) - 1
+            digits[i] = str((int(digits[i]) + 1) % 10)
+        return "".join(digits)
+
+    return _NUMBER.sub(nudge, text)
+
+
 def scrub_ledger(db, needles: list[str]) -> int:
     """Replace every remaining mention of `needles` in other ledger tables' text columns (adapter
     metrics, sleep summaries, conversation titles); returns the number of cells changed."""
     pats = [re.compile(re.escape(n), re.IGNORECASE) for n in needles]
     changed = 0
     for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
-        if table in _SCRUB_SKIP or table.startswith(("memories_fts", "sqlite_")):
+        if table.startswith(("memories_fts", "sqlite_")) or table == "_sqlite_migrations":
             continue
         cols = [r[1] for r in db.execute(f"pragma table_info([{table}])").fetchall()
                 if (r[2] or "").upper() in ("TEXT", "")]
@@ -149,9 +176,15 @@ def scrub_ledger(db, needles: list[str]) -> int:
                 rows = db.execute(f"select rowid, [{col}] from [{table}] where "
                                   f"instr(lower([{col}]), lower(?)) > 0", [n]).fetchall()
                 for rowid, val in rows:
+                    if not isinstance(val, str):
+                        continue
                     new = val
-                    for pat in pats:
-                        new = pat.sub(REDACTED, new)
-                    db.execute(f"update [{table}] set [{col}] = ? where rowid = ?", [new, rowid])
-                    changed += 1
+                    for m in needles:
+                        new = decollide(new, m)
+                    if table not in _SCRUB_SKIP:
+                        for pat in pats:
+                            new = pat.sub(REDACTED, new)
+                    if new != val:
+                        db.execute(f"update [{table}] set [{col}] = ? where rowid = ?", [new, rowid])
+                        changed += 1
     return changed

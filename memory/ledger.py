@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,19 @@ def now() -> float:
     return time.time()
 
 
+# Ids are drawn from consonants only: no digits and no vowels, so no id can spell a word or a
+# number a user might later ask to forget ("5830" inside a hex id made a false leak).
+ID_ALPHABET = "bcdfghjkmnpqrstvwxz"
+
+
+def random_token(n: int = 12) -> str:
+    import secrets
+
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(n))
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+    return f"{prefix}_{random_token()}"
 
 
 @dataclass

@@ -11,7 +11,6 @@ import hashlib
 import json
 import re
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,7 +60,9 @@ class ActiveFact:
 
 
 def new_memory_id() -> str:
-    return f"m_{uuid.uuid4().hex[:12]}"
+    from .ledger import random_token
+
+    return f"m_{random_token()}"
 
 
 def text_hash(text: str) -> str:
@@ -492,7 +493,8 @@ class MemoryStore:
                         "(select seq from memories where id = ?)", [memory_id])
 
     def _vector_put(self, memories: list[Memory], progress: Progress = None) -> None:
-        rows = [(m.id, index_text(m.text, m.source), {"kind": m.kind, "created": float(m.created)})
+        # only what a vector search filters on: chromadb keeps no text and no numbers of ours
+        rows = [(m.id, index_text(m.text, m.source), {"kind": m.kind})
                 for m in memories if m.status == "active"]
         self._vectors_do(lambda: self.vectors.add(rows, progress))
 

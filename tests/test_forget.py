@@ -202,3 +202,16 @@ def test_memory_text_never_reaches_chromadb_files(reverie_home):
     assert "8642" in store.search("bank pin")[0].text
     assert [f for f in leaked_files(reverie_home, ["8642"]) if f.startswith("chroma")] == []
     store.close()
+
+
+def test_a_number_that_merely_contains_a_forgotten_number_is_nudged_not_a_leak():
+    from memory.forgetting import decollide
+
+    text = '{"time": 1796158301.25, "loss": 0.583012, "code": 5830, "id": "run_158301"}'
+    out = decollide(text, "5830")
+    assert out == '{"time": 1796158311.25, "loss": 0.583112, "code": 5830, "id": "run_158301"}'
+    assert decollide("my locker code is 5830.", "5830") == "my locker code is 5830."
+    assert decollide("gluten 0.5830", "gluten") == "gluten 0.5830"  # words: nothing to nudge
+    from memory.ledger import new_id
+
+    assert not any(c.isdigit() for c in new_id("turn")[5:])  # ids hold no numbers to collide
