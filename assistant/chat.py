@@ -169,8 +169,15 @@ class ChatSession:
             text = text[:MAX_USER_CHARS]
         self._sync_adapter()
         recalled, block = [], ""
+        notes = []
         if self.use_memory:
             recalled, block = self.services.recall(text, self.runtime)
+            if self.runtime.adapter_path and self.services.newer_than_adapter(recalled, self.runtime):
+                # The adapter learned an older value of something memory now holds newer: until
+                # the next sleep retrains, this turn is answered without it (the next turn's
+                # _sync_adapter puts it back).
+                self.runtime.set_adapter(None)
+                notes.append("answered without the adapter: a newer memory replaces what it learned")
         messages, dropped, truncated = self.build_messages(text, block)
         prompt = self.runtime.format_chat(messages)
         from quant.runtime import GenerationConfig
@@ -186,11 +193,12 @@ class ChatSession:
         meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
                 "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,
                 "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}
-        asst_id, notes = "", []
+        asst_id = ""
         if self.record:
-            _, asst_turn, notes = self.services.record_exchange(self.conversation_id, text, answer,
-                                                                json.dumps(meta))
+            _, asst_turn, stored = self.services.record_exchange(self.conversation_id, text, answer,
+                                                                 json.dumps(meta))
             asst_id = asst_turn.id
+            notes += stored
         # history keeps what the user said; recalled memories are fetched afresh each turn
         self.history += [{"role": "user", "content": text},
                          {"role": "assistant", "content": answer}]

@@ -10,6 +10,37 @@ RECALL_TOKEN_BUDGET = 300
 RECALL_CANDIDATES = 12
 
 
+# A /fix is shown when the question asked is this close to the one it corrected (MiniLM cosine;
+# rephrasings of one question score 0.8-0.95, related but different questions 0.5-0.7).
+FIX_COSINE = 0.75
+FIX_K = 2
+
+
+def _fully_captured(text: str) -> bool:
+    """Every clause of a user turn became a fact (so the facts can stand in for the turn)."""
+    import re
+
+    from memory import extract_facts
+
+    clauses = [c for c in re.split(r"[.;!?]+|,\s+|\s+and\s+|\s+but\s+", text) if c.strip()]
+    return len(extract_facts(text)) >= len(clauses)
+
+
+def _block(items: list, fixes: list, policy) -> str:
+    """The recalled memories, then the corrections, as one quoted block."""
+    import json
+
+    from memory.recall import format_for_chat
+
+    block = format_for_chat(items, policy) if items else ""
+    if fixes:
+        lines = ["How the user wants these questions answered (quoted data):"]
+        lines += [f"- When asked {json.dumps(f.source['prompt'], ensure_ascii=False)}, answer: "
+                  f"{json.dumps(f.text, ensure_ascii=False)}" for f in fixes]
+        block = (block + "\n" if block else "") + "\n".join(lines)
+    return block
+
+
 class Services:
     def __init__(self, home: Path, ledger):
         self.home = Path(home)
@@ -31,28 +62,53 @@ class Services:
         """Memories to show the model for `query`, and the quoted block that shows them.
 
         Facts and user statements no fact rule captured, most relevant first; never the
-        assistant's own answers or earlier questions; nothing below the similarity floor."""
-        from memory import extract_facts
+        assistant's own answers or earlier questions; nothing below the similarity floor; then
+        the user's corrections (/fix) of questions like this one."""
         from memory.embedder import embed
         from memory.recall import (ChatRecall, chat_candidates, first_person, format_for_chat,
                                    select_for_chat)
 
         policy = self.recall_policy or ChatRecall()
-        # A turn a fact rule matched is represented by that fact (or deliberately not, when the
-        # fact was forgotten or replaced), so the raw turn must not bring it back.
-        items = chat_candidates(self.memory.recall(query, k=RECALL_CANDIDATES, token_budget=None),
-                                policy, covered=lambda item: bool(extract_facts(item.text)))
-        if not items:
-            return [], ""
-        # Hybrid scores are ranks, not relevance, so the shortlist is re-scored by cosine. Facts
-        # are stored as "The user lives in Oslo."; questions come as "Where do I live?", and
-        # in the same voice related pairs score clearly higher (dev set: median 0.63 vs 0.56).
-        vecs = embed([query] + [first_person(i.text) for i in items])
-        cosine = {i.id: sum(a * b for a, b in zip(vecs[0], v)) for i, v in zip(items, vecs[1:])}
-        chosen = select_for_chat(items, cosine, policy)
-        while chosen and runtime.count_tokens(format_for_chat(chosen, policy)) > RECALL_TOKEN_BUDGET:
-            chosen = chosen[:-1]
-        return chosen, format_for_chat(chosen, policy)
+        found = self.memory.recall(query, k=RECALL_CANDIDATES, token_budget=None)
+        # A turn whose every clause a fact rule captured is represented by those facts; a turn
+        # that said more ("I can't eat gluten, I have coeliac disease") can still be shown.
+        # Forgotten and replaced facts took their turns with them (memory.forgetting, supersede).
+        fact_turns = {i.source.get("turn_id") for i in found if i.kind == "fact"} - {None}
+        items = chat_candidates(found, policy, covered=lambda item: (
+            item.source.get("turn_id") in fact_turns and _fully_captured(item.text)))
+        qvec, fixes = None, []
+        if items:
+            # Hybrid scores are ranks, not relevance, so the shortlist is re-scored by cosine.
+            # Facts are stored as "The user lives in Oslo."; questions come as "Where do I
+            # live?", and in the same voice related pairs score clearly higher (dev set: median
+            # 0.63 vs 0.56).
+            vecs = embed([query] + [first_person(i.text) for i in items])
+            qvec = vecs[0]
+            cosine = {i.id: sum(a * b for a, b in zip(qvec, v)) for i, v in zip(items, vecs[1:])}
+            items = select_for_chat(items, cosine, policy)
+        fixes = self._corrections_for(query, qvec)
+        while items and runtime.count_tokens(_block(items, fixes, policy)) > RECALL_TOKEN_BUDGET:
+            items = items[:-1]
+        return items + fixes, _block(items, fixes, policy)
+
+    def _corrections_for(self, query: str, qvec=None) -> list:
+        """The user's active /fix corrections whose question is close to `query` (cosine of the
+        two questions >= FIX_COSINE), as Recalled items of kind "correction", best first."""
+        from memory.embedder import embed
+        from memory.feedback import FeedbackLog
+        from memory.recall import Recalled
+
+        fixes = FeedbackLog(self.ledger).list(kind="fix", limit=200, status="active")
+        if not fixes:
+            return []
+        vecs = embed(([] if qvec is not None else [query]) + [f.prompt for f in fixes])
+        if qvec is None:
+            qvec, vecs = vecs[0], vecs[1:]
+        scored = sorted(((sum(a * b for a, b in zip(qvec, v)), f) for f, v in zip(fixes, vecs)),
+                        key=lambda x: -x[0])
+        return [Recalled(f.id, f.correction, "correction", sim,
+                         {"prompt": f.prompt, "turn_id": f.turn_id}, f.created)
+                for sim, f in scored[:FIX_K] if sim >= FIX_COSINE]
 
     def record_exchange(self, conversation_id: str, question: str, answer: str, meta: str):
         """Store a chat turn in one ledger transaction: the user turn, the answer, the user turn's
@@ -144,6 +200,24 @@ class Services:
         return f"{action} memory {mem.id}: {mem.text}"
 
     # --- adapters ----------------------------------------------------------------------------
+    def newer_than_adapter(self, recalled: list, runtime) -> bool:
+        """Does a recalled fact replace or restate something after the promoted adapter was
+        trained (a move, a new favourite)? Then the adapter's answer is stale on it."""
+        import json
+
+        from memory.adapters_ledger import AdapterLedger
+
+        row = AdapterLedger(self.ledger).promoted(runtime.model.name)
+        if row is None:
+            return False
+        trained = set(json.loads(row.fact_ids or "[]"))
+        for r in recalled:
+            if r.kind != "fact" or not (r.source.get("supersedes") or r.source.get("restated")):
+                continue
+            if r.id not in trained or self.memory.get(r.id).updated > row.created:
+                return True
+        return False
+
     def promoted_adapter_for(self, runtime) -> str | None:
         """The promoted adapter's GGUF LoRA file, read from the ledger on every turn so a new
         promotion is picked up live. Both runtimes take the same file: llama.cpp natively, MLX

@@ -1,0 +1,57 @@
+"""Reconciliation in ordinary use: corrections are recalled, an update beats the stale adapter,
+and a turn that said more than its facts stays recallable. Real SQLite, chromadb and embedder."""
+import time
+
+from assistant.services import Services
+from memory.adapters_ledger import AdapterLedger
+from memory.feedback import FeedbackLog
+from memory.ledger import Ledger
+
+
+class _Rt:  # what Services needs of a runtime: a token count and the model's name
+    class model:
+        name = "m"
+
+    def count_tokens(self, text):
+        return max(1, len(text) // 4)
+
+
+def _services(home):
+    ledger = Ledger(home)
+    return ledger, Services(home, ledger), ledger.new_conversation(model="m")
+
+
+def test_a_fix_is_recalled_for_the_same_question_rephrased_not_for_others(reverie_home):
+    ledger, services, conv = _services(reverie_home)
+    u, a, _ = services.record_exchange(conv, "What is the capital of Australia?", "Sydney.", "{}")
+    FeedbackLog(ledger).add("bad", conv, a.id, u.content, a.content)
+    FeedbackLog(ledger).add("fix", conv, a.id, u.content, a.content,
+                            "The capital of Australia is Canberra.")
+    items, block = services.recall("What's the capital city of Australia?", _Rt())
+    assert "Canberra" in block and items[-1].kind == "correction"
+    _, block = services.recall("How long should I boil pasta?", _Rt())
+    assert "Canberra" not in block
+    ledger.close()
+
+
+def test_an_update_after_the_night_makes_the_adapter_step_aside(reverie_home):
+    ledger, services, conv = _services(reverie_home)
+    services.record_exchange(conv, "I live in Leeds.", "Noted.", "{}")
+    leeds = services.memory.list(kind="fact")[0]
+    AdapterLedger(ledger).add(id="v001-x", model="m", fact_ids=[leeds.id], status="promoted",
+                              created=time.time())
+    recalled, _ = services.recall("Which city do I live in?", _Rt())
+    assert not services.newer_than_adapter(recalled, _Rt())  # the adapter knows Leeds
+    services.record_exchange(conv, "I moved to York last week.", "Nice.", "{}")
+    recalled, block = services.recall("Which city do I live in?", _Rt())
+    assert "York" in block and "Leeds" not in block
+    assert services.newer_than_adapter(recalled, _Rt())  # memory's York must win this turn
+    ledger.close()
+
+
+def test_a_turn_that_said_more_than_its_facts_stays_recallable(reverie_home):
+    ledger, services, conv = _services(reverie_home)
+    services.record_exchange(conv, "I work as a nurse, and my shifts start at dawn.", "Ok.", "{}")
+    _, block = services.recall("When do my shifts start?", _Rt())
+    assert "dawn" in block
+    ledger.close()
