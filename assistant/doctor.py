@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 PACKAGES = ["llama-cpp-python", "mlx", "mlx-lm", "torch", "transformers", "peft", "chromadb",
             "sentence-transformers", "sqlite-utils", "typer", "gguf", "numpy"]
@@ -63,7 +64,11 @@ def diagnose() -> dict:
     mlx_ok, mlx_detail = _mlx_ok()
     models = []
     for m in Registry(home).list():
-        models.append({"name": m.name, "present": m.present, "path": m.path, "bytes": m.size_bytes})
+        # the registry counts a model it can make on first use (Gemma, assembled from its wheels)
+        # as available; "present" means the file is on disk now
+        on_disk = bool(m.path) and Path(m.path).is_file()
+        models.append({"name": m.name, "present": on_disk, "available": bool(m.present),
+                       "path": m.path, "bytes": Path(m.path).stat().st_size if on_disk else 0})
     writable = os.access(home, os.W_OK)
     perms = dir_permissions(home)
     problems = []
@@ -96,7 +101,10 @@ def format_report(r: dict) -> str:
     for p, v in r["versions"].items():
         lines.append(f"package      {p:<22} {v or 'not installed'}")
     for m in r["models"]:
-        lines.append(f"model        {m['name']:<18} {'present' if m['present'] else 'missing'}  {m['path']}")
+        state = ("present" if m["present"] else
+                 "not assembled yet (made from its installed wheels on first use)"
+                 if m.get("available") else "missing")
+        lines.append(f"model        {m['name']:<18} {state}  {m['path']}")
     d = r["data_dir"]
     lines.append(f"data dir     {d['path']} ({d['permissions']}, {'writable' if d['writable'] else 'NOT writable'})")
     lines.append("status       " + ("ok" if r["ok"] else "problems: " + "; ".join(r["problems"])))

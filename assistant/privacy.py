@@ -2,12 +2,14 @@
 
 Owns: what counts as personal data in a data dir, a consistent snapshot of it (the ledger copied
 with SQLite's online backup API, memories and feedback read from that copy), the archive written
-0600 under a temp name then renamed, and deleting the whole data dir under the sleep lock.
+0600 under a temp name then renamed, and deleting the whole data dir — never while a reverie
+process uses it (each command holds a shared lock on IN_USE; wipe takes it exclusively).
 Derived or public files (the chromadb index, caches, checkpoints, model files) are left out:
 the index is rebuilt by `reverie memory reindex`.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -25,7 +27,44 @@ PLAIN = ("adapters", "reports", "settings.json", "models.json")
 # Left out: derived from the ledger or public. Named in the export's result so nothing is silent.
 SKIPPED = ("chroma", "cache", "work", "models")
 # Anything a reverie data dir can hold; wipe refuses a directory with none of these in it.
-KNOWN = {"ledger.db", "ledger.db-wal", "ledger.db-shm", "sleep.lock", "chroma.lock", *PLAIN, *SKIPPED}
+IN_USE = "in-use.lock"
+KNOWN = {"ledger.db", "ledger.db-wal", "ledger.db-shm", "sleep.lock", "chroma.lock", IN_USE,
+         *PLAIN, *SKIPPED}
+
+
+class DataDirHold:
+    """A shared flock on <home>/in-use.lock while a command runs (the OS drops it if the process
+    dies). `wipe` takes the same lock exclusively and non-blocking, so it refuses while any chat,
+    ask, sleep or memory command uses the dir; `gone()` tells a process that its dir was deleted
+    anyway (by hand) or replaced since it started."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.path = self.home / IN_USE
+        while True:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a wipe is deleting the dir
+            if not self._gone(fd):
+                self.fd: int | None = fd
+                return
+            os.close(fd)  # the dir was wiped while we waited: hold the fresh one instead
+
+    def _gone(self, fd: int) -> bool:
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(fd)
+        return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def gone(self) -> bool:
+        return self.fd is not None and self._gone(self.fd)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
 
 
 def _backup_ledger(home: Path, dest: Path) -> None:
@@ -117,7 +156,8 @@ def _no_temp(info: tarfile.TarInfo):
 
 
 def wipe(home: Path) -> dict:
-    """Delete the whole data dir; refuses while `reverie sleep` holds its lock."""
+    """Delete the whole data dir; refuses while any reverie process holds it (DataDirHold) or
+    `reverie sleep` holds its lock."""
     from .sleep import sleep_lock
 
     home = Path(home)
@@ -129,6 +169,17 @@ def wipe(home: Path) -> dict:
                            "settings or adapters); not deleting it. Check REVERIE_HOME.")
     if home.resolve() in (Path.home().resolve(), Path("/")):
         raise ReverieError(f"refusing to delete {home}; point REVERIE_HOME at reverie's own directory.")
-    with sleep_lock(home):  # raises "another `reverie sleep` is running" when held
-        shutil.rmtree(home)
+    fd = os.open(home / IN_USE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReverieError(
+                f"another reverie process is using {home} (a chat, ask, sleep or memory command); "
+                "quit it (/quit or Ctrl-D in chat) or let it finish, then run `reverie wipe` again. "
+                "Nothing was deleted.") from None
+        with sleep_lock(home):  # raises "another `reverie sleep` is running" when held
+            shutil.rmtree(home)
+    finally:
+        os.close(fd)
     return {"path": str(home), "wiped": True, "message": f"deleted {home}"}

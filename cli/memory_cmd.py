@@ -4,15 +4,18 @@ Each command parses, makes one call into assistant.memory_api, and formats the r
 """
 from __future__ import annotations
 
-import datetime as _dt
+import contextlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import emit_json, fail, handle_errors
+from .common import (check_output_file, emit_json, fail, handle_errors, home, is_std, num, safe,
+                     short, table, when)
 
 memory_app = typer.Typer(
     help="What reverie remembers: facts you told it and past conversation turns.\n\n"
@@ -21,14 +24,13 @@ memory_app = typer.Typer(
     no_args_is_help=True)
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+FullOpt = typer.Option(False, "--full", help="Show long texts whole (they are shortened to one line).")
+STATUSES = ("active", "superseded", "all")
+_when = when
 
 
-def _when(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
-
-
-def _line(m: dict) -> str:
-    return f"{m['id']}  {m['kind']:<8}  {_when(m['created'])}  {m['text']}"
+def _line(m: dict, full: bool = False) -> str:
+    return f"{m['id']}  {m['kind']:<8}  {_when(m['created'])}  {short(m['text'], 90, full)}"
 
 
 @memory_app.command("ls")
@@ -37,15 +39,19 @@ def ls(kind: Optional[str] = typer.Option(None, "--kind", help="fact or episodic
        status: str = typer.Option("active", "--status",
                                   help="active, superseded, or 'all'."),
        limit: int = typer.Option(50, "--limit", min=1, help="Newest N memories."),
+       full: bool = FullOpt,
        json_out: bool = JsonOpt):
     """List memories, newest first."""
     from assistant.memory_api import list_memories
 
-    rows = list_memories(kind, None if status == "all" else status, limit)
+    if status not in STATUSES:
+        fail(f"unknown status {status!r}; use one of: {', '.join(STATUSES)} "
+             "(forgotten memories are gone: only their tombstone remains).")
+    rows = list_memories(kind, None if status == "all" else status, limit, home=home())
     if json_out:
         return emit_json(rows)
     for m in rows:
-        typer.echo(_line(m))
+        typer.echo(_line(m, full))
     if not rows:
         typer.echo("(no memories)", err=True)
 
@@ -55,15 +61,16 @@ def ls(kind: Optional[str] = typer.Option(None, "--kind", help="fact or episodic
 def search(query: str = typer.Argument(..., help="Words to look for."),
            k: int = typer.Option(10, "--k", "-k", min=1, help="How many results."),
            kind: Optional[str] = typer.Option(None, "--kind", help="fact or episodic."),
+           full: bool = FullOpt,
            json_out: bool = JsonOpt):
     """Hybrid search (vectors + BM25), the same ranking chat recall uses."""
     from assistant.memory_api import search as do_search
 
-    rows = do_search(query, k, kind)
+    rows = do_search(query, k, kind, home=home())
     if json_out:
         return emit_json(rows)
     for r in rows:
-        typer.echo(f"{r['score']:.4f}  {r['id']}  {r['kind']:<8}  {r['text']}")
+        typer.echo(f"{r['score']:.4f}  {r['id']}  {r['kind']:<8}  {short(r['text'], 90, full)}")
     if not rows:
         typer.echo("(nothing found)", err=True)
 
@@ -74,19 +81,21 @@ def show(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), json
     """One memory with its provenance and history."""
     from assistant.memory_api import show as do_show
 
-    m = do_show(memory_id)
+    m = do_show(memory_id, home=home())
     if json_out:
         return emit_json(m)
     typer.echo(f"{m['id']}  ({m['kind']}, {m['status']})")
-    typer.echo(f"text:    {m['text']}")
+    typer.echo(f"text:    {safe(m['text'], keep_newlines=True)}")
     if m["subject"]:
-        typer.echo(f"subject: {m['subject']}")
+        typer.echo(f"subject: {safe(m['subject'])}")
     typer.echo(f"created: {_when(m['created'])}   updated: {_when(m['updated'])}")
-    typer.echo(f"source:  {json.dumps(m['source'], ensure_ascii=False)}")
+    src = m["source"] if isinstance(m["source"], dict) else {"source": m["source"]}
+    typer.echo("source:  " + ", ".join(f"{k} {_when(v) if k in ('time', 'created') else short(v, 60)}"
+                                       for k, v in src.items()))
     if len(m["history"]) > 1:
         typer.echo("history:")
         for h in m["history"]:
-            typer.echo(f"  {_when(h['changed'])}  {h['reason']:<10}  {h['text']}")
+            typer.echo(f"  {_when(h['changed'])}  {h['reason']:<10}  {short(h['text'], 90)}")
 
 
 @memory_app.command("add")
@@ -97,10 +106,10 @@ def add(text: str = typer.Argument(..., help="The fact, e.g. \"my sister is call
     subject ("I moved to Oslo") supersedes the old one, which stays in history."""
     from assistant.memory_api import add as do_add
 
-    res = do_add(text)
+    res = do_add(text, home=home())
     if json_out:
         return emit_json(res)
-    typer.echo(f"{res['action']} {res['memory']['id']}: {res['memory']['text']}")
+    typer.echo(f"{res['action']} {res['memory']['id']}: {short(res['memory']['text'], 200)}")
 
 
 @memory_app.command("edit")
@@ -110,10 +119,10 @@ def edit(memory_id: str = typer.Argument(..., help="A memory id (m_…)."),
     """Change a memory's text (the old text stays in its history)."""
     from assistant.memory_api import edit as do_edit
 
-    m = do_edit(memory_id, text)
+    m = do_edit(memory_id, text, home=home())
     if json_out:
         return emit_json(m)
-    typer.echo(f"edited {m['id']}: {m['text']}")
+    typer.echo(f"edited {m['id']}: {short(m['text'], 200)}")
 
 
 @memory_app.command("forget")
@@ -137,7 +146,7 @@ def forget(memory_id: Optional[str] = typer.Argument(None, help="A memory id (m_
         fail("give a memory id, or --matching TEXT (not both); e.g. "
              "`reverie memory forget --matching peanuts`.")
     if matching is not None:
-        res = forget_matching(matching, yes=yes)
+        res = forget_matching(matching, yes=yes, home=home())
         if json_out:
             return emit_json(res)
         typer.echo(res["summary"])
@@ -151,15 +160,14 @@ def forget(memory_id: Optional[str] = typer.Argument(None, help="A memory id (m_
                 typer.echo(f"  feedback {f['id']}  {f['kind']:<4}  {_short(f['prompt'])}")
             typer.echo("run again with --yes to forget all of it.")
         return
-    res = do_forget(memory_id)
+    res = do_forget(memory_id, home=home())
     if json_out:
         return emit_json(res)
     typer.echo(f"forgot {res['memory']['id']}. {res['summary']}")
 
 
 def _short(text: str, width: int = 70) -> str:
-    one = " ".join((text or "").split())
-    return one if len(one) <= width else one[:width - 1] + "…"
+    return short(text, width)
 
 
 @memory_app.command("history")
@@ -168,38 +176,69 @@ def history(memory_id: str = typer.Argument(..., help="A memory id (m_…)."), j
     """Every version of a memory, oldest first."""
     from assistant.memory_api import history as do_history
 
-    rows = do_history(memory_id)
+    rows = do_history(memory_id, home=home())
     if json_out:
         return emit_json(rows)
     for h in rows:
-        typer.echo(f"{_when(h['changed'])}  {h['reason']:<10}  {h['status']:<10}  {h['text']}")
+        typer.echo(f"{_when(h['changed'])}  {h['reason']:<10}  {h['status']:<10}  {short(h['text'], 90)}")
 
 
 @memory_app.command("export")
 @handle_errors
-def export(path: Path = typer.Argument(..., help="Output .jsonl file (written 0600)."),
+def export(path: Path = typer.Argument(..., help="Output .jsonl file (written 0600), or - for stdout."),
            json_out: bool = JsonOpt):
-    """Write all memories (with history) as JSONL; `import` reads it back losslessly."""
+    """Write all memories (with history) as JSONL; `import` reads it back losslessly.
+    `reverie memory export - | gzip > memories.jsonl.gz` writes to stdout."""
     from assistant.memory_api import export as do_export
 
-    n = do_export(path)
+    if is_std(path):
+        if json_out:
+            fail("--json and - both want stdout; write the export to a file, or drop --json.")
+        with _private_tmp() as tmp:
+            n = do_export(tmp / "memories.jsonl", home=home())
+            sys.stdout.write((tmp / "memories.jsonl").read_text(encoding="utf-8"))
+            sys.stdout.flush()
+        typer.echo(f"exported {n} memories to stdout", err=True)
+        return
+    path = check_output_file(path, "file")
+    n = do_export(path, home=home())
     if json_out:
         return emit_json({"path": str(path), "exported": n})
     typer.echo(f"exported {n} memories to {path}")
 
 
+@contextlib.contextmanager
+def _private_tmp():
+    """A 0700 temp dir for personal data passing through on its way to stdout or from stdin."""
+    with tempfile.TemporaryDirectory(prefix="reverie-") as d:
+        os.chmod(d, 0o700)
+        yield Path(d)
+
+
+def _stdin_to(tmp: Path, name: str) -> Path:
+    """stdin saved into `tmp` (the import reads a file: it validates every line before writing)."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    out = tmp / name
+    out.write_bytes(data)
+    out.chmod(0o600)
+    return out
+
+
 @memory_app.command("import")
 @handle_errors
-def import_(path: Path = typer.Argument(..., help="A .jsonl file from `reverie memory export`."),
+def import_(path: Path = typer.Argument(..., help="A .jsonl file from `reverie memory export`, or - for stdin."),
             json_out: bool = JsonOpt):
     """Import an export file. All or nothing: any bad line (named in the error) imports nothing."""
     from assistant.memory_api import import_ as do_import
 
-    with typer.progressbar(length=_count_lines(path), label="indexing", file=sys.stderr) as bar:
-        n = do_import(path, progress=bar.update)
+    with _private_tmp() as tmp:
+        src = _stdin_to(tmp, "stdin.jsonl") if is_std(path) else path
+        with typer.progressbar(length=_count_lines(src), label="indexing", file=sys.stderr) as bar:
+            n = do_import(src, progress=bar.update, home=home())
+    where = "stdin" if is_std(path) else str(path)
     if json_out:
-        return emit_json({"path": str(path), "imported": n})
-    typer.echo(f"imported {n} new memories from {path}")
+        return emit_json({"path": where, "imported": n})
+    typer.echo(f"imported {n} new memories from {where}")
 
 
 @memory_app.command("stats")
@@ -208,11 +247,24 @@ def stats(json_out: bool = JsonOpt):
     """Counts by kind and status, tombstones, and index sizes."""
     from assistant.memory_api import stats as do_stats
 
-    s = do_stats()
+    s = do_stats(home=home())
     if json_out:
         return emit_json(s)
-    for key, value in s.items():
-        typer.echo(f"{key:<16}{value}")
+    by = s.get("by_kind_status", {})
+    kinds = sorted({k.split("/")[0] for k in by})
+    statuses = [x for x in ("active", "superseded") if any(k.endswith("/" + x) for k in by)]
+    statuses += sorted({k.split("/")[1] for k in by} - set(statuses))
+    rows = [[kind] + [num(by.get(f"{kind}/{st}", 0)) for st in statuses]
+            + [num(sum(by.get(f"{kind}/{st}", 0) for st in statuses))] for kind in kinds]
+    rows.append(["total"] + [num(sum(by.get(f"{k}/{st}", 0) for k in kinds)) for st in statuses]
+                + [num(s.get("memories", 0))])
+    typer.echo(table(rows, ["memories"] + statuses + ["all"], right=set(range(1, len(statuses) + 2))))
+    typer.echo("")
+    other = [("forgotten (tombstones)", s.get("tombstones")), ("history rows", s.get("history_rows")),
+             ("full-text index rows", s.get("fts_rows")), ("vector index rows", s.get("vector_rows"))]
+    typer.echo(table([[k, num(v)] for k, v in other if v is not None], right={1}))
+    typer.echo("")
+    typer.echo(table([["ledger", safe(s.get("ledger", "-"))], ["index", safe(s.get("index", "-"))]]))
 
 
 @memory_app.command("reindex")
@@ -221,8 +273,8 @@ def reindex(json_out: bool = JsonOpt):
     """Rebuild the vector and full-text index from the ledger (after a crash or an upgrade)."""
     from assistant.memory_api import count_active, reindex as do_reindex
 
-    with typer.progressbar(length=count_active(), label="reindexing", file=sys.stderr) as bar:
-        n = do_reindex(progress=bar.update)
+    with typer.progressbar(length=count_active(home=home()), label="reindexing", file=sys.stderr) as bar:
+        n = do_reindex(progress=bar.update, home=home())
     if json_out:
         return emit_json({"indexed": n})
     typer.echo(f"indexed {n} active memories")
@@ -230,14 +282,16 @@ def reindex(json_out: bool = JsonOpt):
 
 @memory_app.command("import-conversation")
 @handle_errors
-def import_conversation(path: Path = typer.Argument(..., help="Conversation file."),
+def import_conversation(path: Path = typer.Argument(..., help="Conversation file, or - for stdin."),
                         fmt: str = typer.Option("locomo", "--format", help="File format: locomo."),
                         json_out: bool = JsonOpt):
     """Import past conversations as episodic memories (LoCoMo: each turn keeps its dia_id)."""
     from assistant.memory_api import import_conversation as do_import
 
-    with typer.progressbar(length=_count_locomo_turns(path), label="importing", file=sys.stderr) as bar:
-        res = do_import(path, fmt, progress=bar.update)
+    with _private_tmp() as tmp:
+        src = _stdin_to(tmp, "stdin.json") if is_std(path) else path
+        with typer.progressbar(length=_count_locomo_turns(src), label="importing", file=sys.stderr) as bar:
+            res = do_import(src, fmt, progress=bar.update, home=home())
     if json_out:
         return emit_json(res)
     typer.echo(f"imported {res['imported']} turns from {res['conversations']} conversation(s)")

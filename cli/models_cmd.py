@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, handle_errors, home
+from .common import emit_json, handle_errors, home, num, safe
 
 models_app = typer.Typer(help="List, inspect and add local GGUF models; choose the default.",
                          no_args_is_help=True)
@@ -29,7 +29,8 @@ def list_(json_out: bool = JsonOpt):
         return
     for m in models:
         mark = "*" if m.name == default else " "
-        state = "" if m.present else "  (missing)"
+        on_disk = bool(m.path) and Path(m.path).is_file()
+        state = "" if on_disk else "  (made on first use)" if m.present else "  (missing)"
         typer.echo(f"{mark} {m.name:<18} {m.source:<8} {_fmt_size(m.size_bytes):>7}  {m.description or m.path}{state}")
 
 
@@ -45,7 +46,7 @@ def info(name: str = typer.Argument(None, help="Model name (default model if omi
         emit_json(d)
         return
     for k, v in d.items():
-        typer.echo(f"{k:>14}: {v}")
+        typer.echo(f"{k:>14}: {num(v) if isinstance(v, (int, float)) else safe(v)}")
 
 
 @models_app.command()

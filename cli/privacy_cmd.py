@@ -1,12 +1,16 @@
 """`reverie export` and `reverie wipe`: take all your data with you, or delete it."""
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import emit_json, handle_errors, home
+from .common import emit_json, fail, handle_errors, home, is_std
 
 
 def register(app: typer.Typer) -> None:
@@ -16,12 +20,27 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def export(out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                              help="Archive path (default: ./reverie-export-<time>.tar.gz)."),
+                                              help="Archive path (default: ./reverie-export-<time>.tar.gz), or - for stdout."),
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Write all your personal data (ledger, memories, feedback, adapters, settings) into one
     private .tar.gz archive (mode 0600)."""
     from assistant.privacy import export_all
 
+    if out is not None and is_std(out):
+        if json_out:
+            fail("--json and --out - both want stdout; write the archive to a file, or drop --json.")
+        if sys.stdout.isatty():
+            fail("refusing to write a binary archive to the terminal; redirect it: "
+                 "reverie export -o - > me.tar.gz")
+        with tempfile.TemporaryDirectory(prefix="reverie-") as d:
+            os.chmod(d, 0o700)
+            res = export_all(home(), Path(d) / "reverie-export.tar.gz")
+            with open(res["path"], "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        typer.echo(f"exported {res['memories']} memories and {res['feedback']} feedback items to stdout",
+                   err=True)
+        return
     res = export_all(home(), out)
     if json_out:
         return emit_json(res)
@@ -36,7 +55,7 @@ def wipe(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for con
     Run `reverie export` first if you want a copy."""
     from assistant.privacy import wipe as do_wipe
 
-    path = home()
+    path = home(hold=False)  # wipe takes the data dir's lock itself, exclusively
     if not yes and not typer.confirm(f"Delete everything in {path}? This cannot be undone", default=False):
         typer.echo("nothing deleted.", err=True)
         raise typer.Exit(1)

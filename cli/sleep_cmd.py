@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit_json, fail, handle_errors, home, train_progress
+from .common import emit_json, fail, handle_errors, home, num, safe, short, table, train_progress, when
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -86,8 +86,8 @@ def feedback_ls(kind: Optional[str] = typer.Option(None, "--kind", help="good, b
     if not rows:
         typer.echo("no feedback yet; use /good, /bad or /fix in `reverie chat`.")
     for r in rows:
-        extra = f" → {r.correction}" if r.correction else ""
-        typer.echo(f"{r.id}  {r.kind:<4}  {r.prompt[:50]!r}{extra[:60]}")
+        extra = f" → {short(r.correction, 40)}" if r.correction else ""
+        typer.echo(f"{r.id}  {r.kind:<4}  {when(r.created)}  {short(r.prompt, 50)}{extra}")
 
 
 @feedback_app.command("show")
@@ -101,7 +101,10 @@ def feedback_show(fid: str = typer.Argument(..., help="Feedback id."), json_out:
         emit_json(r.to_dict())
         return
     for k, v in r.to_dict().items():
-        typer.echo(f"{k:>15}: {v}")
+        if k == "reason" and not v:
+            continue
+        shown = when(v) if k == "created" else safe(v, keep_newlines=True)
+        typer.echo(f"{k.replace('_', ' '):>15}: {shown}")
 
 
 @feedback_app.command("rm")
@@ -149,8 +152,7 @@ def adapters_show(aid: str = typer.Argument(..., help="Adapter version."), json_
     if json_out:
         emit_json(d)
         return
-    for k, v in d.items():
-        typer.echo(f"{k:>13}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    typer.echo(format_adapter(d))
 
 
 @adapters_app.command("promote")
@@ -184,8 +186,12 @@ def adapters_diff(a: str = typer.Argument(...), b: str = typer.Argument(...), js
         emit_json(d)
         return
     typer.echo(f"facts only in {d['a']}: {len(d['facts_only_in_a'])}; only in {d['b']}: {len(d['facts_only_in_b'])}")
+    rows = []
     for k, (x, y) in d["metrics"].items():
-        typer.echo(f"{k:>18}: {x} → {y}")
+        label, digits, _ = METRICS.get(k, (k, 3, None))
+        delta = f"{y - x:+.{digits}f}" if isinstance(x, (int, float)) and isinstance(y, (int, float)) else ""
+        rows.append([label, num(x, digits), num(y, digits), delta])
+    typer.echo(table(rows, ["metric", d["a"], d["b"], "change"], right={1, 2, 3}))
 
 
 @adapters_app.command("rm")
@@ -196,6 +202,73 @@ def adapters_rm(aid: str = typer.Argument(...)):
 
     r = adapter_remove(home(), aid)
     typer.echo(f"removed {r.id}")
+
+
+# label, decimals, and the per-item list whose count is shown instead of the list itself
+METRICS = {"personal_base": ("personal recall, base", 2, None),
+           "personal_adapted": ("personal recall", 2, None),
+           "general_base": ("general accuracy, base", 3, "general_base_correct"),
+           "general_adapted": ("general accuracy", 3, "general_adapted_correct"),
+           "ppl_base": ("perplexity, base", 2, None), "ppl_adapted": ("perplexity", 2, None),
+           "ppl_ratio": ("perplexity ratio", 3, None), "kl_drift": ("KL drift", 4, None),
+           "bwt": ("backward transfer (BWT)", 2, None)}
+
+
+def format_adapter(d: dict) -> str:
+    """An adapter version for people: lineage, what it learned, before → after, the gate."""
+    m = d.get("metrics") or {}
+    gate = d.get("gate") or {}
+    facts, fb = d.get("fact_ids") or [], d.get("feedback_ids") or []
+    lines = [f"{d['id']}  {d.get('status', '')}  ({d.get('strategy') or '-'}, {d.get('trainer') or '-'})"
+             f"  model {d.get('model') or '-'}",
+             f"created    {when(d.get('created'))}"
+             + (f"   promoted {when(d['promoted'])}" if d.get("promoted") else ""),
+             f"parent     {d.get('parent') or '-'}",
+             f"learned    {len(facts)} facts, {len(fb)} feedback items"
+             f"   (dataset {str(d.get('dataset_hash') or '-')[:12]})",
+             f"files      {safe(d.get('path') or '-')}"]
+    if d.get("gguf"):
+        lines.append(f"           {safe(d['gguf'])}")
+
+    def counted(key):
+        xs = m.get(key)
+        return f"  ({sum(map(bool, xs))}/{len(xs)} right)" if isinstance(xs, list) and xs else ""
+
+    rows = []
+    for base_key, key, label, digits in (("personal_base", "personal_adapted", "personal recall", 2),
+                                         ("general_base", "general_adapted", "general accuracy", 3),
+                                         ("ppl_base", "ppl_adapted", "perplexity", 2)):
+        if base_key in m or key in m:
+            rows.append([label, num(m.get(base_key), digits), "→", num(m.get(key), digits),
+                         (counted(METRICS[base_key][2]) + counted(METRICS[key][2])).strip()
+                         if METRICS[base_key][2] else
+                         (f"(n={m['n_probes']})" if key == "personal_adapted" and "n_probes" in m else "")])
+    for key in ("ppl_ratio", "kl_drift", "bwt"):
+        if key in m:
+            label, digits, _ = METRICS[key]
+            value = m[key]
+            shown = "— (no earlier adapter to compare)" if key == "bwt" and value is None else num(value, digits)
+            rows.append([label, "", "", shown, ""])
+    if rows:
+        lines += ["", "metrics    base → adapter", table(rows)]
+    train = m.get("train") or {}
+    if isinstance(train, dict) and train:
+        bits = [f"{k.replace('_', ' ')} {num(v, 3)}" for k, v in train.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if bits:
+            lines += ["", "training   " + short(", ".join(bits), 200)]
+    if gate:
+        lines += ["", f"gate       {'passed' if gate.get('passed') else 'rejected'}"]
+        for c in gate.get("checks", []):
+            lines.append(f"  {'pass' if c.get('passed') else 'FAIL'}  {safe(c.get('message', ''))}")
+    examples = m.get("examples") or []
+    if examples:
+        lines += ["", f"examples   ({len(examples)}; --json for everything)"]
+        for e in examples[:3]:
+            lines.append(f"  Q {short(e.get('q'), 70)}")
+            lines.append(f"    expected {short(e.get('expected'), 40)} · base {short(e.get('base'), 40)}"
+                         f" · adapter {short(e.get('adapter'), 40)}")
+    return "\n".join(lines)
 
 
 # --- schedule ----------------------------------------------------------------------------------
