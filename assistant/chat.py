@@ -180,15 +180,13 @@ class ChatSession:
                 notes.append("answered without the adapter: a newer memory replaces what it learned")
         messages, dropped, truncated = self.build_messages(text, block)
         prompt = self.runtime.format_chat(messages)
-        from quant.runtime import GenerationConfig
-
-        cfg = GenerationConfig(max_tokens=self.settings.max_tokens)
+        cfg = self.settings.generation_config()
         pieces = []
         for piece in self.runtime.stream(prompt, cfg):
             pieces.append(piece)
             if on_text:
                 on_text(piece)
-        answer = "".join(pieces).strip()
+        answer = self.runtime.last_stats.trimmed("".join(pieces)).strip()
         st = self.runtime.last_stats
         meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
                 "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,

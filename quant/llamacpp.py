@@ -99,6 +99,8 @@ class LlamaCppRuntime(Runtime):
             llm.set_seed(config.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n = 0
+        # llama.cpp penalises repeats among the last 64 (last_n_tokens_size) *generated* tokens
+        # only: its sampler is made fresh here and never sees the prompt. mlx_runtime matches it.
         gen = llm.generate(prompt_ids, top_k=1 if greedy else config.top_k,
                            top_p=1.0 if greedy else config.top_p, min_p=0.0,
                            temp=0.0 if greedy else config.temperature,

@@ -82,7 +82,7 @@ class MLXRuntime(Runtime):
     def _generate_tokens(self, prompt_ids, config: GenerationConfig, max_tokens) -> Iterator[str | None]:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        from mlx_lm.sample_utils import make_sampler
 
         self._check_ids(prompt_ids)
         greedy = config.temperature == 0
@@ -94,8 +94,7 @@ class MLXRuntime(Runtime):
                                    top_k=config.top_k if config.top_k > 1 else 0)
         processors = None
         if config.repeat_penalty != 1.0:
-            processors = make_logits_processors(repetition_penalty=config.repeat_penalty,
-                                                repetition_context_size=REPEAT_WINDOW)
+            processors = [_penalty_on_generated(config.repeat_penalty, len(prompt_ids))]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         gen = generate_step(mx.array(prompt_ids), self._model, max_tokens=max_tokens,
                             sampler=sampler, logits_processors=processors)
@@ -149,6 +148,21 @@ class MLXRuntime(Runtime):
 
         self._model = None
         mx.clear_cache()
+
+
+def _penalty_on_generated(penalty: float, n_prompt: int):
+    """mlx-lm's repetition penalty over the last REPEAT_WINDOW *generated* tokens only, as
+    llama.cpp applies it (its sampler never sees the prompt); mlx-lm hands processors the prompt
+    too, which would penalise words of the question at the start of the answer."""
+    from mlx_lm.sample_utils import make_repetition_penalty
+
+    base = make_repetition_penalty(penalty, REPEAT_WINDOW)
+
+    def processor(tokens, logits):
+        generated = tokens[n_prompt:]
+        return base(generated, logits) if len(generated) else logits
+
+    return processor
 
 
 def _remove_adapters(model) -> None:

@@ -1,8 +1,10 @@
 """The runtime interface every backend implements, and the factory that picks one.
 
 Owns: GenerationConfig / GenerationStats / LogLikelihood dataclasses, the Runtime base class and
-`load_runtime(model, backend)`. Backends live in llamacpp.py and mlx_runtime.py and are imported
-lazily so `reverie --help` never pays for them.
+`load_runtime(model, backend)`. `Runtime.stream` is the one decoding loop every backend runs
+through: stop strings and the loop stop (quant.loops) are applied there, not per backend.
+Backends live in llamacpp.py and mlx_runtime.py and are imported lazily so `reverie --help`
+never pays for them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from .chat_format import ChatFormat, Message
 from .errors import QuantError
+from .loops import LoopDetector
 from .registry import ModelInfo
 
 BACKENDS = ("llama.cpp", "mlx")
@@ -30,12 +33,17 @@ class GenerationConfig:
     repeat_penalty: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # End the answer when it starts repeating itself (quant.loops). Off by default so that
+    # comparisons of runtimes, adapters and nights see the plain decode; the chat turns it on.
+    loop_stop: bool = False
 
     def __post_init__(self):
         if self.max_tokens < 1:
             raise QuantError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0:
             raise QuantError(f"temperature must be >= 0, got {self.temperature}")
+        if not self.repeat_penalty > 0:
+            raise QuantError(f"repeat_penalty must be > 0 (1.0 is none), got {self.repeat_penalty}")
 
 
 @dataclass
@@ -44,7 +52,14 @@ class GenerationStats:
     completion_tokens: int = 0
     ttft_s: float = 0.0  # prompt processing until the first token is out
     total_s: float = 0.0
-    finish_reason: str = ""
+    finish_reason: str = ""  # "stop" | "length" | "loop"
+    # finish_reason "loop": where the repeated tail begins in the streamed text. Those pieces were
+    # already yielded; `trimmed` gives the answer without them.
+    loop_cut: int | None = None
+
+    def trimmed(self, text: str) -> str:
+        """The streamed text without the repeated tail the loop stop found (unchanged otherwise)."""
+        return text if self.loop_cut is None else text[: self.loop_cut]
 
     @property
     def tokens_per_s(self) -> float:
@@ -95,6 +110,8 @@ class Runtime:
                 "shorten it or raise n_ctx.")
         max_tokens = min(config.max_tokens, budget)
         stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        loops = LoopDetector() if config.loop_stop else None
+        hold = max((len(s) - 1 for s in stop), default=0)
         t0 = time.perf_counter()
         text, emitted, n = "", 0, 0
         finish = "length"
@@ -111,20 +128,20 @@ class Runtime:
             hit = next((s for s in stop if s in text), None)
             if hit:
                 text = text[: text.index(hit)]
-                if len(text) > emitted:
-                    yield text[emitted:]
-                emitted = len(text)
                 finish = "stop"
                 break
+            if loops is not None and loops.feed(piece) is not None:
+                # what was yielded stays yielded; the rest of the repeat is not sent
+                stats.loop_cut = loops.cut
+                text = text[: max(emitted, loops.cut)]
+                finish = "loop"
+                break
             # hold back a tail that could be the start of a stop string
-            hold = max((len(s) - 1 for s in stop), default=0)
             safe = len(text) - hold
             if safe > emitted:
                 yield text[emitted:safe]
                 emitted = safe
-        if finish == "length" and len(text) > emitted:
-            yield text[emitted:]
-        elif finish == "stop" and len(text) > emitted:
+        if len(text) > emitted:
             yield text[emitted:]
         stats.completion_tokens = n
         stats.total_s = time.perf_counter() - t0
@@ -133,7 +150,7 @@ class Runtime:
 
     def generate(self, prompt: str, config: GenerationConfig | None = None) -> tuple[str, GenerationStats]:
         text = "".join(self.stream(prompt, config))
-        return text.strip(), self.last_stats
+        return self.last_stats.trimmed(text).strip(), self.last_stats
 
     def chat(self, messages: list[Message], config: GenerationConfig | None = None) -> tuple[str, GenerationStats]:
         return self.generate(self.format_chat(messages), config)

@@ -23,10 +23,30 @@ def test_settings_defaults_and_overrides(reverie_home):
 
 
 @pytest.mark.parametrize("kw, word", [({"backend": "cuda"}, "unknown backend"),
-                                      ({"n_ctx": 10}, "n_ctx"), ({"max_tokens": 0}, "max_tokens")])
+                                      ({"n_ctx": 10}, "n_ctx"), ({"max_tokens": 0}, "max_tokens"),
+                                      ({"repeat_penalty": 0.9}, "repeat_penalty"),
+                                      ({"repeat_penalty": 0}, "repeat_penalty"),
+                                      ({"repeat_penalty": 2.5}, "repeat_penalty"),
+                                      ({"repeat_penalty": "1.2"}, "repeat_penalty"),
+                                      ({"repeat_penalty": True}, "repeat_penalty"),
+                                      ({"loop_stop": "yes"}, "loop_stop")])
 def test_settings_validation(kw, word):
     with pytest.raises(ReverieError, match=word):
         Settings(**kw)
+
+
+def test_chat_generation_config_is_greedy_with_penalty_and_loop_stop(reverie_home):
+    data_dir()
+    cfg = Settings().generation_config()
+    # greedy so runs stay comparable; the penalty and the loop stop keep answers from looping
+    assert cfg.temperature == 0 and cfg.top_k == 1
+    assert 1.0 < cfg.repeat_penalty <= 1.5 and cfg.loop_stop and cfg.max_tokens == Settings().max_tokens
+    (reverie_home / "settings.json").write_text(json.dumps({"repeat_penalty": 1, "loop_stop": False}))
+    cfg = Settings.load(data_dir(), max_tokens=64).generation_config()
+    assert (cfg.repeat_penalty, cfg.loop_stop, cfg.max_tokens) == (1.0, False, 64)
+    (reverie_home / "settings.json").write_text(json.dumps({"repeat_penalty": 0.5}))
+    with pytest.raises(ReverieError, match="repeat_penalty must be a number from 1.0"):
+        Settings.load(data_dir())
 
 
 def test_settings_file_errors(reverie_home):
