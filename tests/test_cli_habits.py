@@ -441,3 +441,16 @@ def test_a_chat_whose_data_dir_was_deleted_says_so_and_exits_1(reverie_home, scr
     assert r.exit_code == 1, r.output
     assert "was deleted while this command ran" in r.stderr and "Traceback" not in r.output
     assert not (reverie_home / "ledger.db").exists()  # nothing written into a recreated dir
+
+
+def test_chat_input_history_is_read_from_the_ledger(reverie_home, scripted):
+    """Arrow-up history is what you typed before, read from the ledger (no second file that
+    forget or wipe could miss); --no-log turns are not in it."""
+    from assistant.logs_api import recent_inputs
+
+    assert recent_inputs(reverie_home) == []
+    runner.invoke(app, ["ask", "first question"])
+    runner.invoke(app, ["ask", "--no-log", "secret question"])
+    runner.invoke(app, ["chat"], input="second question\n")
+    assert recent_inputs(reverie_home) == ["first question", "second question"]
+    assert not any(f.name.endswith("history") for f in reverie_home.rglob("*"))
