@@ -55,3 +55,17 @@ def test_a_turn_that_said_more_than_its_facts_stays_recallable(reverie_home):
     _, block = services.recall("When do my shifts start?", _Rt())
     assert "dawn" in block
     ledger.close()
+
+
+def test_chat_forget_command_forgets_everywhere_and_says_what(reverie_home):
+    ledger, services, conv = _services(reverie_home)
+    services.record_exchange(conv, "My gym locker code is 5830.", "Got it.", "{}")
+    forget = services.command_handler("/forget")
+    assert forget(None, "").startswith("usage: /forget")
+    out = forget(None, "5830")
+    assert out == "forgot '5830': 2 memories, 1 conversation turn, 0 feedback items."
+    assert forget(None, "5830") == "nothing matches '5830'; nothing changed."
+    from assistant.forget import leaked_files
+
+    assert leaked_files(reverie_home, ["5830"]) == []
+    ledger.close()
