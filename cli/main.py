@@ -139,6 +139,10 @@ def chat(
             if not line:
                 continue
             if line.startswith("/"):
+                if no_log and line.split()[0].lower() in _WRITING_COMMANDS:
+                    typer.echo(f"{line.split()[0]} is off in a --no-log chat: nothing is stored. "
+                               "Use `reverie memory add` to remember something on purpose.")
+                    continue
                 res = session.command(line)
                 if res.output:
                     typer.echo(res.output)
@@ -166,6 +170,10 @@ def chat(
             _after_turn(turn, stats)
     finally:
         session.close()
+
+
+# slash commands that store something: a --no-log chat leaves no trace
+_WRITING_COMMANDS = {"/remember", "/good", "/bad", "/fix"}
 
 
 def _max_chars() -> int:

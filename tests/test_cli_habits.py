@@ -204,10 +204,15 @@ def test_ask_no_log_stores_nothing_and_recalls_nothing(reverie_home, scripted):
 
 
 def test_chat_no_log_stores_nothing(reverie_home, scripted):
-    r = runner.invoke(app, ["chat", "--no-log"], input="I live in Tromsø.\nhello\n")
+    r = runner.invoke(app, ["chat", "--no-log"],
+                      input="I live in Tromsø.\nhello\n/good\n/remember my bike is red\n/fix no\n")
     assert r.exit_code == 0, r.output
     assert _conversations(reverie_home) == (0, 0)
-    assert "not logged" in r.stderr
+    assert "not logged" in r.stderr and "/remember is off in a --no-log chat" in r.stdout
+    import sqlite3
+
+    db = sqlite3.connect(reverie_home / "ledger.db")
+    assert db.execute("select count(*) from feedback").fetchone()[0] == 0
 
 
 def test_continue_the_last_conversation_and_browse_logs(reverie_home, scripted):
