@@ -487,7 +487,9 @@ def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
              f"| personal recall (held-back phrasings, n={m.get('n_probes')}) | {m.get('personal_base', 0):.3f} | {m.get('personal_adapted', 0):.3f} |",
              f"| general accuracy (n={m.get('n_general')}) | {m.get('general_base', 0):.3f} | {m.get('general_adapted', 0):.3f} |",
              f"| perplexity | {m.get('ppl_base', 0):.2f} | {m.get('ppl_adapted', 0):.2f} |",
-             "", f"KL drift {m.get('kl_drift', 0):.4f}; BWT {m.get('bwt')}", "", "## Gate", ""]
+             "", f"KL drift {m.get('kl_drift', 0):.4f}; BWT " + (
+                 "— (no earlier adapter to compare)" if m.get("bwt") is None
+                 else f"{m['bwt'] * 100:+.1f} points"), "", "## Gate", ""]
     lines += [f"- {'pass' if c['passed'] else 'FAIL'}: {c['message']}" for c in outcome.gate.get("checks", [])]
     atomic_write_text(d / "report.md", "\n".join(lines) + "\n")
     return d
