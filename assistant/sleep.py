@@ -362,33 +362,30 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
 
 def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_root: Path, on_train,
            init, prov, log: Log, what: str):
-    """One interface, two trainers (lora.train): peft on the dequantized twin of the GGUF, or
-    MLX QLoRA on the quantized GGUF as served. Both write our adapter directory; each keeps its
-    own resumable checkpoint under work_root."""
-    from lora import train
+    """The one training loop (lora.train) over the backend the options chose: peft on the
+    dequantized twin of the GGUF, or MLX QLoRA on the quantized GGUF as served. Both write our
+    adapter directory; each keeps its own resumable checkpoint under work_root."""
+    from lora import MlxBackend, PeftBackend, train
 
-    work_dir = work_root / ("sleep" if trainer == "peft" else "sleep-mlx")
     if trainer == "mlx":
         from quant.gguf_mlx import load_gguf_model
 
         log(f"{what} with MLX QLoRA on the quantized GGUF")
         mx_model, tokenizer, _ = load_gguf_model(Path(model.path))
-        return train("mlx", dataset, config, render, model=mx_model, tokenizer=tokenizer,
-                     out_dir=out_dir, work_dir=work_dir, on_report=on_train, init_adapter=init,
-                     provenance=prov, arch=model.arch)
-    log(f"{what} with peft on the GGUF base")
-    from lora.peft_trainer import resolve_device
-    from quant.gguf_torch import load_twin
+        backend, work_dir = MlxBackend(mx_model, tokenizer, arch=model.arch), work_root / "sleep-mlx"
+    else:
+        from lora.peft_trainer import resolve_device
+        from quant.gguf_torch import load_twin
 
-    # llama files: our loader (2.1 s vs transformers' 26.0 s, bench/results/sleep_bench.json);
-    # other architectures: transformers' own GGUF loader inside the trainer
-    twin = load_twin(model.path)
-    loaded = {}
-    if twin is not None:
-        loaded = {"model": twin[0].to(resolve_device(config.device)), "tokenizer": twin[1]}
-    return train("peft", dataset, config, render, out_dir=out_dir, work_dir=work_dir,
-                 base_model_path=Path(model.path), on_report=on_train, init_adapter=init,
-                 provenance=prov, arch=model.arch, **loaded)
+        log(f"{what} with peft on the GGUF base")
+        # llama files: our loader (2.1 s vs transformers' 26.0 s, bench/results/sleep_bench.json);
+        # other architectures: transformers' own GGUF loader inside the backend
+        twin = load_twin(model.path)
+        backend = (PeftBackend(twin[0].to(resolve_device(config.device)), twin[1], arch=model.arch)
+                   if twin is not None else PeftBackend(base_model_path=Path(model.path), arch=model.arch))
+        work_dir = work_root / "sleep"
+    return train(backend, dataset, config, render, out_dir=out_dir, work_dir=work_dir,
+                 on_report=on_train, init_adapter=init, provenance=prov)
 
 
 def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,

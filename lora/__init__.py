@@ -1,8 +1,9 @@
 """reverie lora package: datasets, trainers, adapter files and GGUF export (metrics in lora.metrics).
 
-Facade: build a `Dataset` from ledger dataclasses, train it with `train_peft` (torch) or
-`train_mlx` (MLX) under one `TrainConfig`, get an adapter directory (`load_adapter` validates it),
-and `export_gguf` it for llama.cpp. Heavy backends load inside the trainers, never on import.
+Facade: build a `Dataset` from ledger dataclasses, train it with the one loop `train(backend, ...)`
+over a `PeftBackend` (torch) or an `MlxBackend` (MLX) under one `TrainConfig` (`train_peft` and
+`train_mlx` are that call spelled out), get an adapter directory (`load_adapter` validates it),
+and `export_gguf` it for llama.cpp. Heavy backends load inside the backends, never on import.
 lora/ never imports memory/, quant/ or assistant/.
 """
 
@@ -20,35 +21,15 @@ from .dataset import (Anchor, Correction, Dataset, Example, Fact, GoodAnswer, Pr
                       build_dataset)
 from .errors import AdapterMismatch, LoraError
 from .gguf_export import export_gguf, read_gguf_adapter
+from .loop import Backend, train
+from .mlx_trainer import MlxBackend, train_mlx  # mlx itself is imported inside the backend
+from .peft_trainer import PeftBackend, train_peft  # so is torch
 from .phrasings import phrase
 from .training import TrainReport, TrainResult
 
-
-def train_peft(*args, **kwargs) -> TrainResult:
-    """See lora.peft_trainer.train_peft (imported lazily: torch is heavy)."""
-    from .peft_trainer import train_peft as _train
-
-    return _train(*args, **kwargs)
-
-
-def train_mlx(*args, **kwargs) -> TrainResult:
-    """See lora.mlx_trainer.train_mlx (imported lazily: mlx is heavy)."""
-    from .mlx_trainer import train_mlx as _train
-
-    return _train(*args, **kwargs)
-
-
-def train(trainer: str, *args, **kwargs) -> TrainResult:
-    """Dispatch by name: 'peft' or 'mlx' — the one interface both trainers share."""
-    if trainer == "peft":
-        return train_peft(*args, **kwargs)
-    if trainer == "mlx":
-        return train_mlx(*args, **kwargs)
-    raise LoraError(f"unknown trainer {trainer!r}; choose peft or mlx.")
-
-
-__all__ = ["ALL_TARGETS", "Adapter", "AdapterMismatch", "AdapterSpec", "Anchor", "Correction",
-           "Dataset", "Example", "Fact", "GoodAnswer", "LoraError", "PreferencePair", "Provenance",
+__all__ = ["ALL_TARGETS", "Adapter", "AdapterMismatch", "AdapterSpec", "Anchor", "Backend", "Correction",
+           "Dataset", "Example", "Fact", "GoodAnswer", "LoraError", "MlxBackend", "PeftBackend",
+           "PreferencePair", "Provenance",
            "TrainConfig", "TrainReport", "TrainResult", "build_dataset", "export_gguf",
            "from_mlx_weights", "from_peft_state_dict", "load_adapter", "phrase", "read_gguf_adapter",
            "save_adapter", "train", "train_mlx", "train_peft"]

@@ -1,35 +1,29 @@
-"""LoRA training with peft on the transformers twin of the served GGUF (CPU, CUDA or Apple MPS).
+"""The peft backend of lora.loop: LoRA on the transformers twin of the served GGUF (CPU, CUDA, MPS).
 
-Owns: loading the GGUF base dequantized to float32, encoding chat examples with the serving
-template (loss on the answer tokens only), the training loop with loss-spike skipping, divergence
-abort, early stopping on held-out phrasings, resumable checkpoints, and writing the result as one
-of our adapter directories. The chat format comes in as a `render(messages) -> str` callable, so
-training and serving never disagree about a byte of the prompt.
+Owns: loading the GGUF base dequantized to float32, the torch side of the loss terms (answer-only
+cross-entropy, KL to the adapter-free model), the optimizer and its checkpointed state (with the
+RNGs), and reading the LoRA weights out in our canonical layout. The loop itself (guard, early
+stop, checkpoints, reports, the objective) is lora.loop's; `train_peft` runs it with this backend.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
-import json
 import os
 import random
 import re
 import resource
-import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from .adapter import AdapterSpec, Provenance, key, load_adapter, save_adapter
+from .adapter import AdapterSpec, key
 from .config import TrainConfig
 from .dataset import Dataset, Example
 from .errors import LoraError
-from .files import atomic_dir
-from .training import (EarlyStopper, Progress, SpikeGuard, TrainReport, TrainResult, batch_indices,
-                       lr_at, split_for_render)
+from .training import TrainResult
+from .training import encode as encode_example
 
 _MOD_RE = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)$")
 ARCH = {"llama": "llama", "gemma3_text": "gemma3", "gemma3": "gemma3"}
@@ -80,17 +74,9 @@ def load_base(gguf_path: Path, device: str = "auto"):
 
 
 def encode(tokenizer, render: Callable, example: Example | dict, max_seq_len: int) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) with labels -100 on the prompt, truncated from the left of the prompt."""
-    messages = example.messages if isinstance(example, Example) else example["messages"]
-    prompt, target = split_for_render(render, messages)
-    p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    t_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-    if len(t_ids) >= max_seq_len:
-        t_ids = t_ids[: max_seq_len // 2]
-    room = max_seq_len - len(t_ids)
-    if len(p_ids) > room:
-        p_ids = p_ids[:1] + p_ids[len(p_ids) - room + 1:]  # keep BOS / first token, drop old context
-    return p_ids + t_ids, [-100] * len(p_ids) + t_ids
+    """(input_ids, labels) with a Hugging Face tokenizer (see lora.training.encode)."""
+    return encode_example(lambda text, special: tokenizer(text, add_special_tokens=special)["input_ids"],
+                          render, example, max_seq_len)
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str):
@@ -218,186 +204,123 @@ def wrap(base, config: TrainConfig):
         return get_peft_model(copy.deepcopy(base), lc)
 
 
-def _fingerprint(dataset_hash: str, config: TrainConfig, init: str) -> str:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "device")}
-    blob = json.dumps({"data": dataset_hash, "config": cfg, "init": init}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+class PeftBackend:
+    """lora.loop's backend for peft on a transformers model (the GGUF's float32 twin).
 
+    Pass a loaded base + tokenizer (from load_base or quant's twin loader) to reuse it across
+    runs: it is deep-copied, never modified. Otherwise base_model_path is loaded on `load`."""
 
-def _save_checkpoint(ckpt: Path, model, opt, state: dict, best: dict | None) -> None:
-    import torch
-    from safetensors.numpy import save_file
+    name = "peft"
 
-    with atomic_dir(ckpt) as tmp:
-        save_file(lora_weights(model), str(tmp / "lora.safetensors"))
-        if best is not None:
-            save_file(best, str(tmp / "best.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate()}, tmp / "state.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
+    def __init__(self, model=None, tokenizer=None, base_model_path: Path | None = None,
+                 arch: str | None = None):
+        self.base, self.tokenizer, self.base_model_path, self.arch = model, tokenizer, base_model_path, arch
+        self.model = self.opt = self._loss = None
 
+    def load(self, config: TrainConfig) -> None:
+        if self.base is None or self.tokenizer is None:
+            if self.base_model_path is None:
+                raise LoraError("the peft trainer needs base_model_path or a loaded model and tokenizer.")
+            self.base, self.tokenizer = load_base(Path(self.base_model_path), config.device)
+        self.device = str(next(self.base.parameters()).device).split(":")[0]
+        tok = self.tokenizer
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
-def _load_checkpoint(ckpt: Path, fingerprint: str):
-    """(state, lora weights, best weights, torch state) or None if absent, foreign or damaged."""
-    import torch
-    from safetensors.numpy import load_file
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
 
-    try:
-        state = json.loads((ckpt / "state.json").read_text())
-        if state.get("fingerprint") != fingerprint:
-            return None
-        weights = load_file(str(ckpt / "lora.safetensors"))
-        best = load_file(str(ckpt / "best.safetensors")) if (ckpt / "best.safetensors").exists() else None
-        tstate = torch.load(ckpt / "state.pt", weights_only=False)
-        return state, weights, best, tstate
-    except (OSError, ValueError, KeyError, RuntimeError):
-        return None
+    def setup(self, config: TrainConfig, init_weights: dict | None) -> None:
+        import torch
+
+        self.config = config
+        self.model = wrap(self.base, config)
+        if init_weights is not None:
+            set_lora_weights(self.model, init_weights)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.model.train()
+
+    def batch(self, answers: list, anchors: list):
+        a = collate(answers, self.pad, self.device) if answers else None
+        k = collate(anchors, self.pad, self.device) if anchors else None
+        return a, (k[0], k[2]) if k else None  # anchors: ids and mask, their labels are unused
+
+    def answer_ce(self, prepared):
+        return batch_loss(self.model, *prepared)
+
+    def anchor_kl(self, prepared):
+        return anchor_kl_loss(self.model, *prepared)
+
+    def step_loss(self, loss_fn) -> float:
+        self._loss = loss_fn()  # backward waits for update(): a skipped batch costs no backward
+        return float(self._loss.item())
+
+    def update(self, lr: float) -> None:
+        import torch
+
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self._loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self._loss = None
+
+    def discard(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self._loss = None
+
+    def eval_loss(self, rows: list) -> float:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            vals = [batch_loss(self.model, *collate([r], self.pad, self.device)).item() for r in rows]
+        self.model.train()
+        return sum(vals) / len(vals)
+
+    def weights(self) -> dict:
+        return lora_weights(self.model)
+
+    def set_weights(self, weights: dict) -> None:
+        set_lora_weights(self.model, weights)
+
+    def save_state(self, directory: Path) -> None:
+        import torch
+        from safetensors.numpy import save_file
+
+        save_file(lora_weights(self.model), str(directory / "lora.safetensors"))
+        torch.save({"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate()}, directory / "state.pt")
+
+    def load_state(self, directory: Path, step: int) -> None:
+        import torch
+        from safetensors.numpy import load_file
+
+        weights = load_file(str(directory / "lora.safetensors"))  # read all before changing anything
+        tstate = torch.load(directory / "state.pt", weights_only=False)
+        set_lora_weights(self.model, weights)
+        self.opt.load_state_dict(tstate["optimizer"])
+        torch.set_rng_state(tstate["torch_rng"])
+        random.setstate(tstate["python_rng"])
+
+    def peak_mb(self) -> float:
+        return _peak_mb(self.device)
+
+    def spec(self, config: TrainConfig) -> AdapterSpec:
+        return spec_for(self.model, config, "peft", self.arch)
+
+    def close(self) -> None:
+        self.model = self.opt = self._loss = None  # the trained copy; the caller's base is untouched
 
 
 def train_peft(dataset: Dataset | list[Example], config: TrainConfig, render: Callable, *,
                out_dir: Path, work_dir: Path, base_model_path: Path | None = None,
-               model=None, tokenizer=None, on_report: Progress | None = None,
-               init_adapter: Path | None = None, provenance: Provenance | None = None,
-               stop_at_step: int | None = None, arch: str | None = None) -> TrainResult:
-    """Train a LoRA and save it to out_dir (atomically). Pass model+tokenizer (from load_base) to
-    reuse a loaded base; it is deep-copied, never modified. A checkpoint in work_dir from the
-    same data and config is resumed. On divergence nothing is written to out_dir."""
-    import torch
+               model=None, tokenizer=None, arch: str | None = None, **kw) -> TrainResult:
+    """lora.loop.train with a PeftBackend: the same keywords (on_report, init_adapter,
+    provenance, stop_at_step)."""
+    from .loop import train
 
-    if model is None or tokenizer is None:
-        if base_model_path is None:
-            raise LoraError("train_peft needs base_model_path or a loaded model and tokenizer.")
-        model, tokenizer = load_base(base_model_path, config.device)
-    train = dataset.train if isinstance(dataset, Dataset) else list(dataset)
-    holdout = dataset.holdout if isinstance(dataset, Dataset) else []
-    if not train:
-        raise LoraError("nothing to train on: the dataset is empty. Add facts or feedback first.")
-    data_hash = dataset.hash if isinstance(dataset, Dataset) else hashlib.sha256(
-        json.dumps([e.to_dict() for e in train], sort_keys=True).encode()).hexdigest()
-    device = str(next(model.parameters()).device).split(":")[0]
-    rows = [encode(tokenizer, render, e, config.max_seq_len) for e in train]
-    kinds = [e.kind if isinstance(e, Example) else e.get("kind", "") for e in train]
-    held = [encode(tokenizer, render, e, config.max_seq_len) for e in holdout]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    total = config.total_steps(len(rows))
-
-    peft_model = wrap(model, config)
-    if init_adapter is not None:
-        set_lora_weights(peft_model, load_adapter(Path(init_adapter)).weights)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    guard, stopper = SpikeGuard(config), EarlyStopper(config.patience)
-    work_dir = Path(work_dir)
-    ckpt = work_dir / "checkpoint"
-    fp = _fingerprint(data_hash, config, str(init_adapter or ""))
-    losses: list[float] = []
-    holdout_losses: list[float] = []
-    best: dict | None = None
-    start = 0
-    found = _load_checkpoint(ckpt, fp) if config.checkpoint_every else None
-    if found:
-        state, weights, best, tstate = found
-        set_lora_weights(peft_model, weights)
-        opt.load_state_dict(tstate["optimizer"])
-        torch.set_rng_state(tstate["torch_rng"])
-        random.setstate(tstate["python_rng"])
-        guard.load(state["guard"])
-        stopper.load(state["stopper"])
-        losses, holdout_losses, start = state["losses"], state["holdout_losses"], state["step"]
-        if on_report:
-            on_report(TrainReport(start, total, losses[-1] if losses else float("nan"), 0.0,
-                                  _peak_mb(device), guard.skipped, event="resume"))
-
-    def report(step, loss, event, hl=None):
-        if on_report:
-            on_report(TrainReport(step, total, loss, tokens / train_s if train_s > 0 else 0.0,
-                                  _peak_mb(device), guard.skipped, lr_at(step - 1, total, config), hl, event))
-
-    def eval_holdout() -> float:
-        peft_model.eval()
-        with torch.no_grad():
-            vals = [batch_loss(peft_model, *collate([r], pad, device)).item() for r in held]
-        peft_model.train()
-        return sum(vals) / len(vals)
-
-    t_start = time.perf_counter()
-    tokens, train_s = 0, 0.0
-    aborted, reason, stopped_early, interrupted = False, "", False, False
-    peft_model.train()
-    step = start
-    while step < total:
-        t0 = time.perf_counter()
-        idx = batch_indices(step, len(rows), config.batch_size, config.seed)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, config)
-        anchor = [i for i in idx if kinds[i] == "anchor"] if config.anchor_kl else []
-        plain = [i for i in idx if i not in anchor]
-        loss = None
-        if plain:
-            ids, labels, mask = collate([rows[i] for i in plain], pad, device)
-            loss = batch_loss(peft_model, ids, labels, mask)
-        if anchor:  # anchors keep the base model's whole distribution (see TrainConfig.anchor_kl)
-            a_ids, _, a_mask = collate([rows[i] for i in anchor], pad, device)
-            kl = config.anchor_kl * anchor_kl_loss(peft_model, a_ids, a_mask)
-            loss = kl if loss is None else loss + kl
-        value = float(loss.item())
-        verdict = guard.check(value)
-        step += 1
-        if verdict.startswith("abort"):
-            aborted, reason = True, verdict.split(":", 1)[1]
-            report(step, value, "abort")
-            break
-        if verdict == "skip":
-            opt.zero_grad(set_to_none=True)
-            report(step, value, "skip")
-            continue
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        train_s += time.perf_counter() - t0
-        tokens += sum(len(rows[i][0]) for i in idx)
-        losses.append(value)
-        report(step, value, "step")
-        if held and (step % config.eval_every == 0 or step == total):
-            hl = eval_holdout()
-            holdout_losses.append(hl)
-            improved, stop = stopper.update(hl, step)
-            if improved:
-                best = lora_weights(peft_model)
-            report(step, value, "eval", hl)
-            if stop:
-                stopped_early = True
-                break
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total:
-            _save_checkpoint(ckpt, peft_model, opt, {
-                "fingerprint": fp, "step": step, "guard": guard.state(), "stopper": stopper.state(),
-                "losses": losses, "holdout_losses": holdout_losses}, best)
-            report(step, value, "checkpoint")
-        if stop_at_step is not None and step >= stop_at_step:
-            interrupted = True
-            report(step, value, "stop")
-            break
-
-    seconds = time.perf_counter() - t_start
-    result = TrainResult(adapter_dir=None, steps=step, final_loss=losses[-1] if losses else float("nan"),
-                         tokens_per_s=tokens / train_s if train_s > 0 else 0.0, seconds=seconds,
-                         aborted=aborted, abort_reason=reason, stopped_early=stopped_early,
-                         interrupted=interrupted, resumed_from=start, skipped=guard.skipped,
-                         losses=losses, holdout_losses=holdout_losses, trainer="peft")
-    if aborted or interrupted:
-        return result
-    if best is not None and holdout_losses and holdout_losses[-1] > stopper.best:
-        set_lora_weights(peft_model, best)  # early stopping keeps the best held-out state
-    prov = provenance or Provenance()
-    prov.dataset_hash = prov.dataset_hash or data_hash
-    if isinstance(dataset, Dataset) and not prov.fact_ids:
-        prov.fact_ids = list(dataset.fact_ids)
-    prov.metrics = {**prov.metrics, "final_loss": result.final_loss, "steps": step,
-                    "tokens_per_s": result.tokens_per_s, "skipped": guard.skipped,
-                    "best_holdout_loss": stopper.best if holdout_losses else None}
-    result.adapter_dir = save_adapter(Path(out_dir), lora_weights(peft_model),
-                                      spec_for(peft_model, config, "peft", arch), prov)
-    shutil.rmtree(ckpt, ignore_errors=True)  # done: a later run must not resume this one
-    return result
+    return train(PeftBackend(model, tokenizer, base_model_path, arch), dataset, config, render,
+                 out_dir=out_dir, work_dir=work_dir, **kw)

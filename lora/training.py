@@ -1,9 +1,10 @@
-"""What every trainer shares: progress reports, results, the schedule, data order and loss guards.
+"""The training loop's parts: progress reports, results, the schedule, data order, encoding, guards.
 
 Owns: `TrainReport` (what the progress callback receives), `TrainResult`, the learning-rate
 schedule, the step -> batch mapping (a pure function of seed and step, so a resumed run sees the
-same batches), `SpikeGuard` (skip a batch far above the running mean; abort on sustained
-divergence or NaN) and `EarlyStopper`. Backend-free: no torch or mlx here.
+same batches), `encode` (a chat example -> token ids and answer-only labels), `SpikeGuard` (skip
+a batch far above the running mean; abort on sustained divergence or NaN) and `EarlyStopper`.
+The loop that uses them is lora.loop. Backend-free: no torch or mlx here.
 """
 from __future__ import annotations
 
@@ -97,6 +98,24 @@ def split_for_render(render: Callable[[list[dict]], str], messages: list[dict],
     if end_marker is None:
         end_marker = after.split("\n", 1)[0]  # "<|im_end|>", "<end_of_turn>"
     return prompt, messages[-1]["content"] + end_marker
+
+
+def encode(tokenize: Callable[[str, bool], list[int]], render: Callable, example,
+           max_seq_len: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for a chat example (an Example or its dict), labels -100 on the prompt.
+
+    `tokenize(text, add_special)` is the backend's tokenizer; the prompt gets the special tokens
+    (BOS), the target does not. A long target keeps its first half of the window; a long prompt
+    keeps its first token (BOS) and loses its oldest context."""
+    messages = example["messages"] if isinstance(example, dict) else example.messages
+    prompt, target = split_for_render(render, messages)
+    p_ids, t_ids = list(tokenize(prompt, True)), list(tokenize(target, False))
+    if len(t_ids) >= max_seq_len:
+        t_ids = t_ids[: max_seq_len // 2]
+    room = max_seq_len - len(t_ids)
+    if len(p_ids) > room:
+        p_ids = p_ids[:1] + p_ids[len(p_ids) - room + 1:]
+    return p_ids + t_ids, [-100] * len(p_ids) + t_ids
 
 
 class SpikeGuard:
