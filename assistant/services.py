@@ -126,12 +126,17 @@ class Services:
         history only (as a memory it echoed old mistakes and crowded out the user's facts).
         Questions and degenerate text (loops, walls of text) are kept in the history, not as
         memories."""
-        from memory.hygiene import is_question_only, why_not_memorable
+        from memory.hygiene import forget_request, is_question_only, why_not_memorable
         from memory.recall import second_person
 
         mem = self.memory
         text = user_turn.content
         notes = []
+        asked = forget_request(text)
+        if asked:  # a request, not a statement: say how to do it, store nothing as a memory
+            words = " ".join(asked.split()[-3:]).removeprefix("my ").removeprefix("the ")
+            return [f"to forget something everywhere, type /forget and the words that state it, "
+                    f"e.g. /forget {words}"]
         reason = why_not_memorable(text)
         if reason is None and not is_question_only(text):
             mem.record_turn(conversation_id, user_turn.id, "user", text, user_turn.created)

@@ -67,3 +67,17 @@ def is_question_only(text: str) -> bool:
     """Every sentence is a question: it asks, it does not tell (kept in the conversation only)."""
     parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", (text or "").strip()) if p.strip()]
     return bool(parts) and all(p.rstrip().endswith("?") for p in parts)
+
+
+_FORGET_REQUEST = re.compile(r"^\W*(?:(?:please|can you|could you|would you)\s+)?(?:forget|delete|erase|"
+                             r"remove)\b\s*(?:about\s+)?(?P<what>.*?)[.!?]*$", re.IGNORECASE)
+
+
+def forget_request(text: str) -> str | None:
+    """What a message asks to forget ("Please forget my gym locker code." -> "my gym locker
+    code"), or None. Such a message is a request, not something to remember."""
+    m = _FORGET_REQUEST.match((text or "").strip())
+    if not m:
+        return None
+    what = m.group("what").strip()
+    return what or None

@@ -69,3 +69,15 @@ def test_chat_forget_command_forgets_everywhere_and_says_what(reverie_home):
 
     assert leaked_files(reverie_home, ["5830"]) == []
     ledger.close()
+
+
+def test_asking_to_forget_in_words_is_not_stored_and_points_to_the_command(reverie_home):
+    from memory.hygiene import forget_request
+
+    assert forget_request("Please forget my gym locker code.") == "my gym locker code"
+    assert forget_request("Can you forget about my ex?") == "my ex"
+    assert forget_request("I forget things a lot.") is None
+    ledger, services, conv = _services(reverie_home)
+    _, _, notes = services.record_exchange(conv, "Please forget my gym locker code.", "Ok.", "{}")
+    assert "/forget" in notes[0] and services.memory.list(limit=None) == []
+    ledger.close()
