@@ -6,6 +6,9 @@ Both sides recall memory (an empty store: the same work) and record nothing. Dec
 measured the same way on both sides, where the text arrives: (completion tokens − 1) over the time
 from the first piece of text to the last. TTFT is from the call (request sent / send called) to
 the first piece of text, so the server's overhead includes HTTP, JSON and the queue hand-off.
+Reported: ratio of medians, the median of paired ratios (same prompt, adjacent in time: steadier
+on a loaded machine), and the server's transport ratio (its client-side speed over its own decode
+loop's, which isolates what HTTP + SSE cost from which process decodes faster).
 
 Run: .venv/bin/python -m bench.serve_bench [--reps 5] [--max-tokens 128]
 Writes JSON to stdout and bench/results/serve_bench.json.
@@ -50,7 +53,7 @@ def _via_server(client, url: str, prompt: str, max_tokens: int) -> dict:
             "reverie": {"record": False}, "messages": [{"role": "user", "content": prompt}]}
     t0 = time.perf_counter()
     first = last = None
-    text, tokens = "", 0
+    text, tokens, runtime_tps = "", 0, 0.0
     with client.stream("POST", url + "/chat/completions", json=body, timeout=300) as r:
         r.raise_for_status()
         for line in r.iter_lines():
@@ -59,6 +62,8 @@ def _via_server(client, url: str, prompt: str, max_tokens: int) -> dict:
             ch = json.loads(line[6:])
             if ch.get("usage"):
                 tokens = ch["usage"]["completion_tokens"]
+            if ch.get("reverie"):
+                runtime_tps = ch["reverie"]["tokens_per_s"]
             for c in ch.get("choices", []):
                 piece = c["delta"].get("content")
                 if piece:
@@ -66,7 +71,7 @@ def _via_server(client, url: str, prompt: str, max_tokens: int) -> dict:
                     first = first or now
                     last = now
                     text += piece
-    return _row(t0, first, last, tokens, text)
+    return _row(t0, first, last, tokens, text, runtime_tps=runtime_tps)
 
 
 def _via_chat(session, prompt: str) -> dict:
@@ -133,9 +138,21 @@ def run(reps: int = 5, max_tokens: int = 128, progress=None) -> dict:
     out = {"model": model, "backend": session.runtime.backend, "threads": threads, "reps": reps,
            "prompts": len(PROMPTS), "max_tokens": max_tokens,
            "server": side(server), "chat_session": side(chat)}
+    # the decode loop's own count (Runtime.stream), each side's process: the transport's share is
+    # the gap between this and decode_tokens_per_s
+    out["server"]["runtime_tokens_per_s_median"] = med(server, "runtime_tokens_per_s")
     out["chat_session"]["runtime_tokens_per_s_median"] = med(chat, "runtime_tokens_per_s")
     out["ratio_decode_tokens_per_s"] = (out["server"]["decode_tokens_per_s_median"]
                                         / out["chat_session"]["decode_tokens_per_s_median"])
+    # Each server answer next to the chat answer to the same prompt, run right before or after
+    # it: on a busy machine the load drifts between minutes, and pairs see the same load.
+    paired = [a["decode_tokens_per_s"] / b["decode_tokens_per_s"] for a, b in zip(server, chat)
+              if b["decode_tokens_per_s"] > 0]
+    out["paired_ratio_decode_tokens_per_s_median"] = statistics.median(paired)
+    # What the transport alone costs: the server's text as its client sees it against its own
+    # decode loop's count, answer by answer (1.0: HTTP/SSE slows nothing down).
+    out["server_transport_ratio_median"] = statistics.median(
+        a["decode_tokens_per_s"] / a["runtime_tokens_per_s"] for a in server if a["runtime_tokens_per_s"])
     out["ttft_overhead_s"] = out["server"]["ttft_s_median"] - out["chat_session"]["ttft_s_median"]
     # greedy on both sides: the streamed text should be the same, prompt by prompt
     out["same_answers"] = sum(a["answer"] == b["answer"] for a, b in zip(server, chat))

@@ -263,7 +263,8 @@ class ModelWorker:
                     _put(self._turns, job.completion_id, turn.turn_id)
             info.update(turn_id=turn.turn_id or None, conversation_id=turn.conversation_id or None,
                         recalled=[getattr(r, "id", r) for r in turn.recalled], notes=turn.notes,
-                        memory=s.use_memory, recorded=bool(turn.turn_id))
+                        memory=s.use_memory, recorded=bool(turn.turn_id),
+                        ttft_s=round(turn.ttft_s, 4), tokens_per_s=round(turn.tokens_per_s, 2))
             job.emit("done", {"answer": turn.answer, "prompt_tokens": turn.prompt_tokens,
                               "completion_tokens": turn.completion_tokens,
                               "finish_reason": s.runtime.last_stats.finish_reason, "info": info})
