@@ -100,6 +100,7 @@ class ModelWorker:
         self.n_ctx = self.settings.n_ctx
         # resolved now: an unknown --model is an error before the server starts
         self.default_model = Registry(self.home).get(model).name
+        self._default_spec = model or self.default_model  # --model may be a .gguf path
         self.status = "starting"  # starting | ready | error
         self.load_error = ""
         self.busy = False
@@ -163,7 +164,8 @@ class ModelWorker:
             return self._session
         try:
             # record=False while idle: a conversation row is made per request that records
-            new = ChatSession(self.home, model=name, backend=self.backend, threads=self.threads,
+            spec = self._default_spec if name == self.default_model else name
+            new = ChatSession(self.home, model=spec, backend=self.backend, threads=self.threads,
                               record=False)
         except _domain_errors() as e:
             raise ApiError(503, f"model {name!r} cannot be loaded: {e}", "model",
