@@ -26,19 +26,27 @@ def _fully_captured(text: str) -> bool:
     return len(extract_facts(text)) >= len(clauses)
 
 
-def _block(items: list, fixes: list, policy) -> str:
-    """The recalled memories, then the corrections, as one quoted block."""
+PREFERENCES_HEADER = "How the user wants every answer (the user's own words):"
+
+
+def _block(items: list, fixes: list, policy, prefs: list = ()) -> str:
+    """The recalled memories, then the corrections, then the standing preferences, as one
+    quoted block in front of the question."""
     import json
 
     from memory.recall import format_for_chat
 
     block = format_for_chat(items, policy) if items else ""
+    sections = [block] if block else []
     if fixes:
         lines = ["How the user wants these questions answered (quoted data):"]
         lines += [f"- When asked {json.dumps(f.source['prompt'], ensure_ascii=False)}, answer: "
                   f"{json.dumps(f.text, ensure_ascii=False)}" for f in fixes]
-        block = (block + "\n" if block else "") + "\n".join(lines)
-    return block
+        sections.append("\n".join(lines))
+    if prefs:
+        sections.append("\n".join([PREFERENCES_HEADER] + [
+            f"- {json.dumps(p.text, ensure_ascii=False)}" for p in prefs]))
+    return "\n".join(sections)
 
 
 class Services:
@@ -87,9 +95,17 @@ class Services:
             cosine = {i.id: sum(a * b for a, b in zip(qvec, v)) for i, v in zip(items, vecs[1:])}
             items = select_for_chat(items, cosine, policy)
         fixes = self._corrections_for(query, qvec)
+        prefs = self._preferences()
         while items and runtime.count_tokens(_block(items, fixes, policy)) > RECALL_TOKEN_BUDGET:
             items = items[:-1]
-        return items + fixes, _block(items, fixes, policy)
+        return items + fixes + prefs, _block(items, fixes, policy, prefs)
+
+    def _preferences(self) -> list:
+        """Every standing preference, whatever the question: a habit holds for all answers."""
+        from memory.recall import Recalled
+
+        return [Recalled(m.id, m.text, "preference", 0.0, m.source, m.created)
+                for m in self.memory.active_preferences()]
 
     def _corrections_for(self, query: str, qvec=None) -> list:
         """The user's active /fix corrections whose question is close to `query` (cosine of the
@@ -146,7 +162,11 @@ class Services:
             for m, action in mem.observe_user_message(text, conversation_id, user_turn.id):
                 verb = {"added": "remembered", "updated": "remembered",
                         "superseded": "updated"}.get(action, action)
-                notes.append(f"{verb}: {second_person(m.text).rstrip('.')}")
+                if m.kind == "preference":
+                    verb = {"remembered": "will do", "updated": "changed to"}[verb]
+                    notes.append(f"{verb}: {m.text.rstrip('.')}")
+                else:
+                    notes.append(f"{verb}: {second_person(m.text).rstrip('.')}")
         return notes
 
     def describe(self, recalled) -> str:

@@ -32,7 +32,7 @@ class ExtractedFact:
 
 # A value runs to the end of the clause: stop at punctuation or a conjunction that starts a new one.
 _VALUE = r"(?P<v>[^,;.!?]+?)"
-_END = r"(?=\s*(?:[,;.!?]|$|\s(?:and|but|because|since|so|which|who|where|though|although)\s))"
+_END = r"(?=\s*(?:[,;.!?]|$|\s(?:and|but|because|since|so|which|who|where|when|whenever|if|though|although)\s))"
 # Words between "I" and its verb that do not change the fact ("I really like", "I currently live").
 _ADV = r"(?:(?:[a-z]+ly|just|also|still|so|even|do) )*"
 _NAME = r"(?-i:[A-Z][\w'-]*(?: [A-Z][\w'-]*)?)"  # one or two capitalised words, as typed

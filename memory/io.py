@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import MemoryStoreError
 
-KINDS = ("episodic", "fact")
+KINDS = ("episodic", "fact", "preference")
 STATUSES = ("active", "superseded", "forgotten")
 FORMAT_VERSION = 1
 _ID = re.compile(r"^m_[0-9a-z_-]{4,64}$")

@@ -101,3 +101,32 @@ def m006_retire_answers_and_feedback(db):
     # praised) and then no longer enters training; the row stays for `feedback ls --all`.
     db.execute("ALTER TABLE feedback ADD COLUMN status TEXT NOT NULL DEFAULT 'active'")
     db.execute("ALTER TABLE feedback ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m007_allow_preference_memories(db):
+    # A third kind: a standing preference about how to answer ("start every answer with 'In
+    # short:'"). SQLite cannot alter a CHECK constraint, so the table is rebuilt with the same
+    # rows and seq values (the FTS index is keyed by seq and stays valid).
+    db.execute(
+        "CREATE TABLE memories_new ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE,"
+        " kind TEXT NOT NULL CHECK (kind IN ('episodic', 'fact', 'preference')),"
+        " text TEXT NOT NULL,"
+        " subject TEXT,"
+        " status TEXT NOT NULL DEFAULT 'active'"
+        "   CHECK (status IN ('active', 'superseded', 'forgotten')),"
+        " created REAL NOT NULL,"
+        " updated REAL NOT NULL,"
+        " source TEXT NOT NULL DEFAULT '{}')")
+    db.execute("INSERT INTO memories_new (seq, id, kind, text, subject, status, created, updated,"
+               " source) SELECT seq, id, kind, text, subject, status, created, updated, source"
+               " FROM memories")
+    db.execute("DROP TABLE memories")
+    db.execute("ALTER TABLE memories_new RENAME TO memories")
+    db.execute("CREATE INDEX idx_memories_kind_status ON memories (kind, status)")
+    db.execute("CREATE INDEX idx_memories_subject ON memories (subject, status)")
+    db.execute("CREATE INDEX idx_memories_conversation ON memories "
+               "(json_extract(source, '$.conversation_id'), seq) "
+               "WHERE kind = 'episodic' AND status = 'active'")

@@ -251,13 +251,40 @@ class MemoryStore:
 
     def observe_user_message(self, text: str, conversation_id: str,
                              turn_id: str) -> list[tuple[Memory, str]]:
-        """Store every self-statement found in a user chat message as a fact."""
+        """Store every self-statement found in a user chat message as a fact, and every standing
+        preference about how to answer as a preference."""
+        from .preferences import extract_preferences
+
         out = []
+        prefs = extract_preferences(text or "")
+        said_as_pref = {p.said for p in prefs}
+        for p in prefs:
+            source = {"conversation_id": conversation_id, "turn_id": turn_id, "said": p.said,
+                      "command": "chat", "time": time.time()}
+            out.append(self.add_preference(p.text, p.subject, source))
         for f in factrules.extract_facts(text or ""):
+            if f.said in said_as_pref and f.subject != "name":
+                continue  # "give distances in km" is a habit, not a fact about the user
             source = {"conversation_id": conversation_id, "turn_id": turn_id, "said": f.said,
                       "command": "chat", "time": time.time()}
             out.append(self._store_fact(f.text, f.subject, f.value, source))
         return out
+
+    def add_preference(self, text: str, subject: str, source: dict) -> tuple[Memory, str]:
+        """Keep a standing preference: "added", "updated" (the same words again) or "superseded"
+        (a newer preference for the same slot, e.g. another opening phrase, replaces it)."""
+        rows = self._dicts("select * from memories where kind = 'preference' and status = "
+                           "'active' and subject = ? order by created desc", [subject])
+        if rows:
+            old = _row_to_memory(rows[0])
+            if text_hash(old.text) == text_hash(text):
+                return self._refresh(old, text, source), "updated"
+            return self._supersede(old, text, subject, source), "superseded"
+        return self._insert_many([("preference", text, subject, source, None)])[0], "added"
+
+    def active_preferences(self) -> list[Memory]:
+        """Every standing preference, oldest first (the order they were asked for)."""
+        return list(reversed(self.list(kind="preference", status="active", limit=None)))
 
     def record_turn(self, conversation_id: str, turn_id: str, role: str, text: str,
                     created: float | None = None, source: dict | None = None) -> Memory:
@@ -562,7 +589,7 @@ class MemoryStore:
                             [now, old.id])
             self._fts_put(old.id)
             retired = self._retire_sources(old, now)
-            new = self._insert_rows([("fact", text, subject, {**source, "supersedes": old.id},
+            new = self._insert_rows([(old.kind, text, subject, {**source, "supersedes": old.id},
                                       None)])[0]
         self._vectors_do(lambda: self.vectors.delete([old.id] + retired))
         self._vector_put([new])

@@ -2,8 +2,9 @@
 from memory.ledger import Ledger
 
 EXPECTED = {
-    "memories": "CREATE TABLE memories ( seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
-                "UNIQUE, kind TEXT NOT NULL CHECK (kind IN ('episodic', 'fact')), text TEXT NOT "
+    # m007 rebuilt the table to allow the 'preference' kind (hence the quoted name)
+    "memories": "CREATE TABLE \"memories\" ( seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
+                "UNIQUE, kind TEXT NOT NULL CHECK (kind IN ('episodic', 'fact', 'preference')), text TEXT NOT "
                 "NULL, subject TEXT, status TEXT NOT NULL DEFAULT 'active'   CHECK (status IN "
                 "('active', 'superseded', 'forgotten')), created REAL NOT NULL, updated REAL NOT "
                 "NULL, source TEXT NOT NULL DEFAULT '{}')",
@@ -40,3 +41,41 @@ def test_migrations_are_idempotent(tmp_path):
     Ledger(tmp_path).close()
     ledger = Ledger(tmp_path)  # re-opening must not re-run or fail
     assert ledger.db["memories"].count == 0
+
+
+def test_a_ledger_made_before_m006_upgrades_and_keeps_everything(tmp_path):
+    """An old ledger (migrations up to m005, assistant answers stored as memories) opens with
+    today's code: the answers leave the memories (they stay turns), the user's rows keep their
+    seq (the FTS rowid), new rows never reuse one, and feedback gains its status."""
+    import sqlite3
+
+    import sqlite_utils
+    from sqlite_utils import Migrations
+
+    from memory import migrations as mig
+
+    old = Migrations("reverie.ledger")
+    for m in mig.migrations._migrations:
+        if m.name <= "m005":
+            old._migrations.append(m)
+    conn = sqlite3.connect(str(tmp_path / "ledger.db"), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    old.apply(db)
+    src = '{"role": "%s", "turn_id": "t%d", "conversation_id": "c"}'
+    for seq, (role, text) in enumerate([("user", "I live in York."), ("assistant", "Nice city."),
+                                        ("user", "My dog is Rex.")], start=1):
+        db.execute("insert into memories (seq, id, kind, text, created, updated, source) values "
+                   "(?, ?, 'episodic', ?, 1, 1, ?)", [seq, f"m_{seq}", text, src % (role, seq)])
+        db.execute("insert into memories_fts(rowid, body) values (?, ?)", [seq, text])
+    db.execute("insert into feedback (id, kind, conversation_id, turn_id, prompt, answer, "
+               "correction, created) values ('fb_1', 'good', 'c', 't2', 'q', 'a', '', 1)")
+    conn.close()
+
+    ledger = Ledger(tmp_path)
+    rows = ledger.db.execute("select seq, text from memories order by seq").fetchall()
+    assert rows == [(1, "I live in York."), (3, "My dog is Rex.")]
+    assert ledger.db.execute("select rowid from memories_fts order by rowid").fetchall() == [(1,), (3,)]
+    assert ledger.db.execute("select status from feedback").fetchall() == [("active",)]
+    ledger.db.execute("insert into memories (id, kind, text, created, updated) "
+                      "values ('m_new', 'preference', 'Call me Sam.', 2, 2)")
+    assert ledger.db.execute("select seq from memories where id = 'm_new'").fetchone()[0] == 4
