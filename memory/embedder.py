@@ -149,21 +149,25 @@ def _one_thread(texts: list[str]) -> list[list[float]]:
 
 _blas_users = 0
 _blas_limiter = None
+_blas_controller = None
 
 
 @contextmanager
 def _blas_single_thread():
     """BLAS on one thread while any embedding runs (reference-counted across threads, since the
-    setting is process-wide), then as it was. Without threadpoolctl, BLAS keeps its default."""
-    global _blas_users, _blas_limiter
+    setting is process-wide), then as it was. Without threadpoolctl, BLAS keeps its default.
+    The controller is built once: building it scans the loaded libraries (~1 ms a call)."""
+    global _blas_users, _blas_limiter, _blas_controller
     with _lock_blas:
         if _blas_users == 0:
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError:
-                _blas_limiter = None
-            else:
-                _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+            if _blas_controller is None:
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:
+                    _blas_controller = False
+                else:
+                    _blas_controller = ThreadpoolController()  # numpy's BLAS is loaded by now
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas") if _blas_controller else None
         _blas_users += 1
     try:
         yield

@@ -108,3 +108,18 @@ def test_same_vectors_as_sentence_transformers(real):
         cos = (got * want).sum(axis=1)
         assert cos.min() >= 0.999, dict(zip(TEXTS, cos.round(5)))
         assert np.abs(got - want).max() < 1e-4  # measured ~2e-7: the same model, not an approximation
+
+
+def test_blas_is_single_threaded_while_embedding_and_restored_after(real):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    with real._blas_single_thread():
+        with real._blas_single_thread():  # nested (another thread embedding) keeps it at one
+            pass
+        assert set(blas_threads().values()) <= {1}
+    assert blas_threads() == before
