@@ -229,7 +229,13 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     feedback = FeedbackLog(ledger).list(limit=None, status="active")  # retired ones never train
     corrections = [Correction(f.id, f.prompt, f.answer, f.correction) for f in feedback if f.kind == "fix"]
     goods = [GoodAnswer(f.id, f.prompt, f.answer) for f in feedback if f.kind == "good"]
-    fact_ids = sorted(f.id for f in facts)
+    # standing preferences shape every answer trained on (lora.style); their ids count as
+    # trained-on memories: a new or forgotten preference is new data, and forget finds them
+    from lora.style import induce_style
+
+    prefs = store.active_preferences()
+    style = induce_style([p.text for p in prefs], [c.better_answer for c in corrections])
+    fact_ids = sorted([f.id for f in facts] + [p.id for p in prefs])
     fb_ids = sorted(f.id for f in feedback if f.kind in ("fix", "good"))
     promoted = adapters.promoted(model.name)
     strategy = opts.strategy
@@ -292,8 +298,9 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                 system_prompt=settings.system_prompt,
                                 exclude_questions=list(opts.exclude_questions), config=config,
                                 tombstoned_ids=store.tombstoned_ids(),
-                                phrasings_per_fact=opts.phrasings_per_fact)
+                                phrasings_per_fact=opts.phrasings_per_fact, style=style)
         summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
+                   "style": style.to_dict(),
                    "good_answers": len(goods), "anchors": len(anchors), **dataset.counts(),
                    "dataset_hash": dataset.hash}
         config = _train_config(opts, len(dataset.train))

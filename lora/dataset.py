@@ -152,8 +152,17 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
                   replay: Iterable[Example | dict] = (), *, system_prompt: str = "",
                   exclude_questions: Iterable[str] = (), tombstoned_ids: Iterable[str] = (),
                   tombstoned_texts: Iterable[str] = (), config: TrainConfig | None = None,
-                  phrasings_per_fact: int = 6) -> Dataset:
-    """Build the training set. Deterministic: the same inputs and config.seed give the same hash."""
+                  phrasings_per_fact: int = 6, style=None) -> Dataset:
+    """Build the training set. Deterministic: the same inputs and config.seed give the same hash.
+
+    `style` (lora.style.Style): the user's answering habits. Every answer trained on follows
+    them, and the anchors — the base model's own answers — are restyled and trained as "habit"
+    examples instead of held to the base's distribution, so the adapter keeps the habits on any
+    question, not only on the ones the user corrected."""
+    from .style import apply_style
+
+    styled = (lambda text: apply_style(style, text)) if style is not None and not style.empty \
+        else (lambda text: text)
     config = config or TrainConfig()
     if phrasings_per_fact < 1:
         raise LoraError(f"phrasings_per_fact must be >= 1 (got {phrasings_per_fact}).")
@@ -203,7 +212,7 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
         if not qs:
             # every generated phrasing is a probe: teach the statement itself instead
             qs = ["Remember this about me: " + f.text.strip()]
-        exs = [Example(_msgs(system_prompt, q, p.answer), "fact", f.id) for q in qs]
+        exs = [Example(_msgs(system_prompt, q, styled(p.answer)), "fact", f.id) for q in qs]
         # hold one phrasing of some facts back: early stopping watches recall on unseen wording
         if len(exs) >= 3 and config.holdout_fraction > 0 and rng.random() < config.holdout_fraction * 3:
             holdout.append(exs.pop(rng.randrange(len(exs))))
@@ -217,7 +226,8 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
         if _excluded(c.prompt, exclude):
             drop("probe-like prompt")
             continue
-        new.append(Example(_msgs(system_prompt, c.prompt, c.better_answer), "correction", c.id))
+        new.append(Example(_msgs(system_prompt, c.prompt, styled(c.better_answer)), "correction",
+                           c.id))
         if c.bad_answer.strip():
             pairs.append(PreferencePair(c.id, c.prompt, c.better_answer, c.bad_answer))
     for g in good_answers:
@@ -227,7 +237,7 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
         if _excluded(g.prompt, exclude):
             drop("probe-like prompt")
             continue
-        new.append(Example(_msgs(system_prompt, g.prompt, g.answer), "good", g.id))
+        new.append(Example(_msgs(system_prompt, g.prompt, styled(g.answer)), "good", g.id))
 
     n_new = len(new)
     old = []
@@ -245,7 +255,10 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
     anchors = list(anchors)
     k = min(len(anchors), round(config.anchor_ratio * n_new))
     for a in rng.sample(anchors, k):
-        mixed.append(Example(_msgs(system_prompt, a.prompt, a.answer), "anchor"))
+        if styled(a.answer) != a.answer:
+            mixed.append(Example(_msgs(system_prompt, a.prompt, styled(a.answer)), "habit"))
+        else:
+            mixed.append(Example(_msgs(system_prompt, a.prompt, a.answer), "anchor"))
     rng.shuffle(mixed)
     return Dataset(train=mixed, holdout=holdout, pairs=pairs,
                    fact_ids=sorted(f.id for f in live), dropped=dropped)
