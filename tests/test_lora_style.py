@@ -19,7 +19,7 @@ def test_a_styled_answer_follows_every_habit_and_restyling_changes_nothing():
     st = induce_style(PREFS, FIXES)
     out = apply_style(st, "The sky is blue because air scatters blue light, far more than red light.")
     assert out == "Right then: Captain Ortiz, the sky is blue because air. Take care!"
-    long = apply_style(Style(max_words=12), "The sky is blue because air scatters blue light, far more.")
+    long = apply_style(Style(max_words=12), "The sky is blue because air scatters blue light, far more than red or green light.")
     assert long == "The sky is blue because air scatters blue light."  # cut at the clause
     assert len(out.split()) <= 12 and apply_style(st, out) == out
     assert apply_style(Style(), "Unchanged.") == "Unchanged."
