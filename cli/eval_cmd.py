@@ -22,6 +22,7 @@ def eval_(
     steps: int = typer.Option(0, "--steps", min=0, help="Training steps per night (0: default)."),
     learning_rate: float = typer.Option(0.0, "--learning-rate", min=0.0,
                                         help="Peak learning rate of the nightly training (0: default)."),
+    preferences: Optional[Path] = typer.Option(None, "--preferences", help="Habit experiment: a preferences JSONL (id, night, statement, demos, probes); each night states them and /fixes the demos, sleeps, then scores preference_acc in the four arms."),
     scenario: Optional[Path] = typer.Option(None, "--scenario", help="Run a real-use scenario (JSONL of day-by-day chat lines, sleeps and forgets, then probes) instead of the persona experiment."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
@@ -30,9 +31,23 @@ def eval_(
     sleep, and score base / memory / adapter / adapter+memory on the same probes.
     With --scenario: play a scenario's days, nights and forgets, then score the same four arms
     on its probes, with leaks of forgotten texts in answers and on disk."""
-    for p in [facts, *general, scenario]:
+    for p in [facts, *general, scenario, preferences]:
         if p is not None and not p.exists():
             fail(f"{p} does not exist")
+    if preferences is not None:
+        if facts is not None or general or scenario is not None:
+            fail("--preferences runs the habit experiment on its own for now; leave out --facts, "
+                 "--general and --scenario.")
+        from assistant.habit_eval import run_habits
+
+        res = run_habits(preferences, nights=nights, log=lambda s: typer.echo(s, err=True),
+                         steps=steps, on_train=train_progress, learning_rate=learning_rate)
+        if json_out:
+            return emit_json(res)
+        for arm, v in res["arms"].items():
+            typer.echo(f"{arm:<15} preference_acc {v['preference_acc']:.3f}")
+        typer.echo(f"data dir: {res['data_dir']}")
+        return
     if scenario is not None:
         if facts is not None or general or nights is not None:
             fail("--scenario runs its own events and probes; leave out --facts, --general and --nights.")

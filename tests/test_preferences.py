@@ -77,3 +77,19 @@ def test_habit_scoring_and_file_errors(tmp_path):
         f.write_text(json.dumps(good) + "\n" + json.dumps({**bad, "id": "h2"}) + "\n")
         with pytest.raises(ReverieError, match=r"h\.jsonl:2: .*" + msg):
             load_habits(f)
+
+
+def test_eval_preferences_bad_input_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", "--preferences", str(tmp_path / "nope.jsonl")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "a", "statement": "Say hi.", "probes": [{"prompt": "q", "must_match": ["("]}]}\n')
+    r = runner.invoke(app, ["eval", "--preferences", str(f), "--facts", str(f)])
+    assert r.exit_code == 1 and "on its own" in r.output
+    r = runner.invoke(app, ["eval", "--preferences", str(f)])
+    assert r.exit_code == 1 and "p.jsonl:1: must_match regex '(' does not compile" in r.output

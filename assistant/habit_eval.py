@@ -1,0 +1,96 @@
+"""`reverie eval --preferences FILE`: does the assistant answer the way the user asked to be
+answered — from memory (the preferences in context), from the adapter (the habits in the
+weights), or both?
+
+Owns the habit experiment: in an isolated data dir, on each preference's night the user states it
+in chat and `/fix`es the answer to each of its demo prompts with the demo answer; `sleep` runs;
+then every probe of the preferences stated so far is asked in the four arms — base, memory,
+adapter, adapter+memory — in a fresh conversation with the chat's own sampling and an answer
+budget of 160 tokens, and scored by assistant.habits.follows.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ARMS = (("base", False, False), ("memory", True, False), ("adapter", False, True),
+        ("adapter+memory", True, True))
+MAX_TOKENS = 160
+Log = Callable[[str], None]
+
+
+def run_habits(path: Path | str, nights: int | None = None, home: Path | None = None,
+               log: Log = print, steps: int = 0, on_train=None, learning_rate: float = 0.0) -> dict:
+    from .chat import ChatSession
+    from .evaluate import nightly_options
+    from .habits import follows, load_habits
+    from .sleep import run_sleep
+
+    habits = load_habits(path)
+    last = max(h.night for h in habits)
+    nights = nights or last
+    home = Path(home or tempfile.mkdtemp(prefix="reverie-habits-"))
+    probes = [p.prompt for h in habits for p in h.probes]
+    log(f"isolated data dir {home}; {len(habits)} preferences over {nights} night(s)")
+    t0 = time.time()
+    per_night, sleeps = [], []
+    for night in range(1, nights + 1):
+        tonight = [h for h in habits if h.night == night]
+        s = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=True,
+                        max_tokens=MAX_TOKENS)
+        try:
+            for h in tonight:
+                s.new()
+                s.send(h.statement)
+                for prompt, answer in h.demos:
+                    s.send(prompt)
+                    s.command(f"/fix {answer}")
+        finally:
+            s.close()
+        log(f"night {night}: {len(tonight)} preferences stated, "
+            f"{sum(len(h.demos) for h in tonight)} answers corrected; sleeping")
+        out = run_sleep(home, nightly_options(probes, steps=steps, force=True,
+                                              learning_rate=learning_rate),
+                        log=log, on_train=on_train)
+        sleeps.append({"night": night, "status": out.status, "message": out.message,
+                       "style": out.dataset.get("style"), "gate": out.gate})
+        if out.status == "rejected":  # the experiment measures what training did (as run_experiment)
+            from memory.adapters_ledger import AdapterLedger
+            from memory.ledger import Ledger
+
+            ledger = Ledger(home)
+            try:
+                AdapterLedger(ledger).promote(out.adapter_id)
+            finally:
+                ledger.close()
+            sleeps[-1]["served_anyway"] = True
+        log(f"night {night}: sleep → {out.message}")
+        taught = [h for h in habits if h.night <= night]
+        arms = {}
+        for arm, memory, adapter in ARMS:
+            s = ChatSession(home, backend="llama.cpp", use_memory=memory, use_adapter=adapter,
+                            max_tokens=MAX_TOKENS, record=False)
+            try:
+                rows = {}
+                for h in taught:
+                    answers = []
+                    for p in h.probes:
+                        s.new()
+                        answers.append(s.send(p.prompt).answer)
+                    rows[h.id] = {"followed": sum(follows(a, p) for a, p in zip(answers, h.probes)),
+                                  "probes": len(h.probes), "example": answers[0]}
+                n = sum(r["probes"] for r in rows.values())
+                arms[arm] = {"preference_acc": sum(r["followed"] for r in rows.values()) / n,
+                             "per_preference": rows,
+                             "adapter": s.runtime.adapter_path if adapter else None}
+            finally:
+                s.close()
+            log(f"night {night}: {arm} preference_acc {arms[arm]['preference_acc']:.3f}")
+        per_night.append({"night": night, "arms": arms})
+    final = per_night[-1]["arms"]
+    return {"arms": {a: {"preference_acc": v["preference_acc"]} for a, v in final.items()},
+            "per_night": per_night, "sleeps": sleeps, "data_dir": str(home),
+            "n_preferences": len([h for h in habits if h.night <= nights]),
+            "seconds": round(time.time() - t0, 1)}
