@@ -53,9 +53,11 @@ def adapter_promote(home: Path, aid: str):
 def check_adapter_files(home: Path, row) -> None:
     """Refuse an adapter whose files are damaged or that belongs to another base model: the
     directory validates, the GGUF LoRA (what chat loads) is complete and holds the same tensors,
-    and the base model registered under row.model is still the file it was trained on."""
-    from lora import load_adapter, read_gguf_adapter
-    from lora.gguf_export import gguf_tensor_name
+    the base model registered under row.model is still the file it was trained on, and the GGUF
+    fits that model (quant.gguf_lora.check_fits, the check the runtimes and merge make too)."""
+    from lora import load_adapter
+    from quant.errors import QuantError
+    from quant.gguf_lora import base_shapes, base_tensor_name, check_fits, read_gguf_lora
     from quant.registry import Registry, sha256_file
 
     from .errors import ReverieError
@@ -73,46 +75,33 @@ def check_adapter_files(home: Path, row) -> None:
                            "to train one for this model.")
     ad = load_adapter(Path(row.path), base_model_sha256=row.base_sha256 or None,
                       load_weights=False)  # validates, lists every mismatch
-    kvs, shapes = read_gguf_adapter(gguf)
-    problems = []
-    if kvs.get("general.type") != "adapter":
-        problems.append(f"general.type is {kvs.get('general.type')!r}, not 'adapter'")
-    for layer in range(ad.spec.n_layers):
-        for mod in ad.spec.targets:
-            out_f, in_f = ad.spec.base_dims[mod]
-            for ab, want in (("a", (ad.spec.rank, in_f)), ("b", (out_f, ad.spec.rank))):
-                name = gguf_tensor_name(layer, mod, ab)
-                if shapes.get(name) != want:
-                    problems.append(f"{name} is {shapes.get(name, 'missing')}, expected {want}")
-    if problems:
-        raise ReverieError(f"{row.id}'s GGUF file {gguf} does not match its adapter: "
-                           + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-                           + ". Re-export it or run `reverie sleep --force`.")
-    if ad.spec.arch == model.arch or not model.arch:
-        _check_dims(row, ad.spec, model)
-
-
-def _check_dims(row, spec, model) -> None:
-    """The adapter's base shapes against the model file's own (cheap: GGUF metadata only)."""
-    from quant.gguf_io import open_gguf
-    from quant.gguf_io import tensor_shape
-
-    from .errors import ReverieError
-
+    s = ad.spec
+    try:
+        lora = read_gguf_lora(gguf)
+        # the GGUF holds the directory's tensors: the same pairs, each fitting the trained shapes
+        want = {base_tensor_name(layer, mod) for layer in range(s.n_layers) for mod in s.targets}
+        missing = sorted(want - {b + ".weight" for b in lora.tensors})
+        if missing:
+            raise QuantError(f"it lacks {len(missing)} LoRA pairs (e.g. {missing[0]}).")
+        trained = {base_tensor_name(layer, mod): tuple(s.base_dims[mod])
+                   for layer in range(s.n_layers) for mod in s.targets}
+        check_fits(lora, trained, gguf, "its adapter directory")
+        if {a.shape[0] for a, _ in lora.tensors.values()} != {s.rank}:
+            raise QuantError(f"its rank is not the directory's {s.rank}.")
+    except QuantError as e:
+        raise ReverieError(f"{row.id}'s GGUF file {gguf} does not match its adapter: {e} "
+                           "Re-export it or run `reverie sleep --force`.") from None
     if not Path(model.path).is_file():
         return
-    names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-             "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
-    r = open_gguf(model.path)
-    have = {t.name: tensor_shape(t) for t in r.tensors}
-    problems = [f"{mod} was trained for {tuple(spec.base_dims[mod])}, {model.name} has {have.get(f'blk.0.{names[mod]}.weight')}"
-                for mod in spec.targets if have.get(f"blk.0.{names[mod]}.weight") != tuple(spec.base_dims[mod])]
-    n_layers = len({n.split(".")[1] for n in have if n.startswith("blk.")})
-    if n_layers != spec.n_layers:
-        problems.append(f"it has {spec.n_layers} layers, {model.name} has {n_layers}")
-    if problems:
-        raise ReverieError(f"{row.id} is for another base model: " + "; ".join(problems)
-                           + f". Train one for {model.name} with `reverie sleep --force`.")
+    shapes = base_shapes(model.path)
+    n_layers = len({n.split(".")[1] for n in shapes if n.startswith("blk.")})
+    try:
+        check_fits(lora, shapes, gguf, model.name, arch=model.arch or None)
+        if n_layers != s.n_layers:
+            raise QuantError(f"it has {s.n_layers} layers, {model.name} has {n_layers}.")
+    except QuantError as e:
+        raise ReverieError(f"{row.id} is for another base model: {e} Train one for {model.name} "
+                           "with `reverie sleep --force`.") from None
 
 
 def adapter_rollback(home: Path, model: str | None = None):

@@ -1,4 +1,5 @@
-"""The quant tools as the CLI (and `reverie sleep`) see them: merge, quantize, report, to-mlx.
+"""The quant tools as the CLI (and `reverie sleep`) see them: merge, quantize, report, to-mlx, and
+exporting a trained adapter directory as a GGUF LoRA.
 
 Owns: turning user-facing names (model names, adapter versions, paths) into files, choosing
 output paths in the data dir, registering a merged model only after its file is complete, and
@@ -51,6 +52,35 @@ def path_adapter_resolver(ref: str, home: Path) -> Path:
 
 
 _resolver: AdapterResolver = path_adapter_resolver
+
+
+def export_adapter_gguf(adapter, out_path: Path | str, *, dtype: str = "f32",
+                        skip_permutation: bool = False) -> Path:
+    """Write one of our adapter directories (lora's format) as the GGUF LoRA llama.cpp loads
+    (quant's format), atomically: lora reads and validates the directory, quant.gguf_lora names
+    the tensors, puts peft's q/k rows in GGUF order and writes the file with provenance KVs.
+    skip_permutation exists only so the parity tests can show that the permutation has teeth."""
+    import json
+
+    from lora import Adapter, load_adapter
+    from lora.adapter import key
+    from quant.gguf_lora import base_tensor_name, to_gguf_rows, write_lora_gguf
+
+    if not isinstance(adapter, Adapter):
+        adapter = load_adapter(Path(adapter))
+    s, prov = adapter.spec, adapter.provenance
+    pairs = {base_tensor_name(layer, mod): (adapter.weights[key(layer, mod, "a")],
+                                            adapter.weights[key(layer, mod, "b")])
+             for layer in range(s.n_layers) for mod in s.targets}
+    if s.layout == "hf" and not skip_permutation:  # MLX adapters were trained on GGUF rows
+        pairs = to_gguf_rows(pairs, s.arch, s.n_head, s.n_head_kv)
+    kv = {"general.name": f"reverie-lora-{(prov.dataset_hash or 'adapter')[:12]}",
+          "reverie.trainer": s.trainer, "reverie.rank": int(s.rank),
+          "reverie.base_model_sha256": prov.base_model_sha256 or "",
+          "reverie.dataset_hash": prov.dataset_hash or "",
+          "reverie.ledger_snapshot": prov.ledger_snapshot or "",
+          "reverie.fact_ids": json.dumps(list(prov.fact_ids)), "reverie.created": prov.created or ""}
+    return write_lora_gguf(out_path, s.arch, pairs, float(s.alpha), kv, dtype)
 
 
 def set_adapter_resolver(fn: AdapterResolver | None) -> None:

@@ -22,7 +22,9 @@ def adapter_file(path: str | Path) -> str:
         return str(p)  # a GGUF file, an mlx-lm directory, or a bad path the runtime reports
     gguf = p / "adapter.gguf"
     if not gguf.exists():
-        from lora import export_gguf, load_adapter
+        from lora import load_adapter
 
-        export_gguf(load_adapter(p), gguf)  # validates first: a damaged adapter is a clear error
+        from .quant_api import export_adapter_gguf
+
+        export_adapter_gguf(load_adapter(p), gguf)  # validates first: a damaged adapter is a clear error
     return str(gguf)

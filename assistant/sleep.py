@@ -208,7 +208,7 @@ def run_sleep(home: Path, opts: SleepOptions | None = None, log: Log = print,
 
 
 def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> SleepOutcome:
-    from lora import Correction, Fact, GoodAnswer, Provenance, build_dataset, export_gguf
+    from lora import Correction, Fact, GoodAnswer, Provenance, build_dataset
     from lora.metrics import GateConfig, GateInputs, gate
     from memory import MemoryStore
     from memory.adapters_ledger import AdapterLedger
@@ -325,7 +325,9 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                 "adapter is unchanged.", metrics={"train": result.to_dict()},
                                 seconds=time.time() - t0)
         dataset.save(out_dir)
-        gguf_path = export_gguf(out_dir, out_dir / "adapter.gguf")
+        from .quant_api import export_adapter_gguf  # lora wrote the dir, quant writes the GGUF
+
+        gguf_path = export_adapter_gguf(out_dir, out_dir / "adapter.gguf")
         log("evaluating: personal recall on held-back phrasings, general ability, drift")
         from .gate_eval import BaseCache
 

@@ -186,11 +186,11 @@ class Harness:
 
     def check_adapter(self, aid: str, path: Path, gguf: Path) -> None:
         from lora.adapter import load_adapter
-        from lora.gguf_export import read_gguf_adapter
+        from quant.gguf_lora import read_gguf_lora
 
         try:
             load_adapter(path)
-            read_gguf_adapter(gguf)
+            read_gguf_lora(gguf)
             self.stats["adapter_checks"] += 1
         except Exception as e:  # noqa: BLE001 - any failure to load is the finding
             self.fail(f"promoted adapter {aid} does not load: {type(e).__name__}: {e}")

@@ -203,7 +203,7 @@ def time_decode(models: dict[str, tuple[str, str | None]], threads: int, rounds:
 
 
 def _adapter(args, work: Path, base: Path) -> tuple[Path, dict]:
-    from quant.merge import read_adapter
+    from quant.gguf_lora import read_gguf_lora
 
     if args.adapter:
         from assistant.quant_api import path_adapter_resolver
@@ -216,17 +216,18 @@ def _adapter(args, work: Path, base: Path) -> tuple[Path, dict]:
         path = path_adapter_resolver(args.adapter, home)
         kind = "trained"
     else:
-        from quant.merge import random_lora, write_lora_gguf
+        from quant.gguf_lora import write_lora_gguf
+        from quant.merge import random_lora
 
         log("no --adapter: using a RANDOM adapter (its large deltas make answers fragile)")
         arch, pairs = random_lora(base, rank=8, alpha=16.0, std_b=args.lora_std, seed=0)
         path = write_lora_gguf(work / "random-lora.gguf", arch, pairs, 16.0)
         kind = f"random (lora_b std {args.lora_std})"
-    ad = read_adapter(path)
-    ranks = sorted({p.rank for p in ad.pairs.values()})
-    info = {"path": str(path), "kind": kind, "alpha": ad.alpha, "ranks": ranks,
-            "tensors": len(ad.pairs), "scale": ad.alpha / ranks[0] if ad.alpha else 1.0,
-            "targets": sorted({n.split(".")[2] for n in ad.pairs if n.startswith("blk.")})}
+    ad = read_gguf_lora(path)
+    ranks = sorted({ad.rank_of(n, a) for n, (a, _) in ad.tensors.items()})
+    info = {"path": str(path), "kind": kind, "alpha": ad.stored_alpha, "ranks": ranks,
+            "tensors": len(ad.tensors), "scale": ad.scale(next(iter(ad.tensors))),
+            "targets": sorted({n.split(".")[2] for n in ad.tensors if n.startswith("blk.")})}
     return Path(path), info
 
 

@@ -132,7 +132,7 @@ def answer_all(llm, questions) -> list[str]:
 def recall(n_facts: int, cfg: TrainConfig, model, tok, work: Path) -> dict:
     from llama_cpp import Llama
 
-    from lora.gguf_export import export_gguf
+    from assistant.quant_api import export_adapter_gguf
     from lora.peft_trainer import train_peft
     from quant.chat_format import CHATML
 
@@ -144,7 +144,7 @@ def recall(n_facts: int, cfg: TrainConfig, model, tok, work: Path) -> dict:
     res = train_peft(ds, cfg, CHATML.render, out_dir=work / "adapter", work_dir=work / "work",
                      model=model, tokenizer=tok)
     train_s = time.perf_counter() - t0
-    gguf = export_gguf(res.adapter_dir, work / "adapter.gguf")
+    gguf = export_adapter_gguf(res.adapter_dir, work / "adapter.gguf")
     tuned = Llama(model_path=str(model_path()), lora_path=str(gguf), n_ctx=512, verbose=False, n_threads=2, seed=0)
 
     def score(llm):

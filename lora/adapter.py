@@ -8,7 +8,8 @@ Owns: the on-disk layout of one adapter version
 
 and the conversions from peft / MLX weight names into it. `layout` records whether the q/k rows
 are in Hugging Face order (peft on the transformers twin) or GGUF order (MLX on the GGUF file);
-the GGUF exporter permutes only the former. Does not know the ledger or the registry.
+the GGUF LoRA writer (quant.gguf_lora, called by assistant.quant_api.export_adapter_gguf) permutes
+only the former. Does not know the ledger, the registry or the GGUF format.
 """
 from __future__ import annotations
 
@@ -218,32 +219,3 @@ def load_adapter(path: Path, base_model_sha256: str | None = None,
     if problems:
         raise AdapterMismatch(path, problems)
     return Adapter(path=path, spec=spec, provenance=prov, weights=weights)
-
-
-def permute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
-    """Reorder output rows from Hugging Face's rotate-half RoPE order to GGUF's interleaved order.
-
-    The same reshape/swap the HF->GGUF converter applies to q_proj/k_proj weights, so a LoRA
-    delta B·A lands on the rows llama.cpp expects.
-    """
-    out = b.shape[0]
-    if out % (2 * n_head):
-        raise LoraError(f"cannot permute {out} rows over {n_head} heads; is n_head right?")
-    return b.reshape(n_head, 2, out // n_head // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
-
-
-def to_gguf_layout(adapter: Adapter, skip_permutation: bool = False) -> dict[str, np.ndarray]:
-    """Canonical weights with q/k lora_b rows in GGUF order (no-op for gguf-layout or non-llama)."""
-    w = dict(adapter.weights)
-    s = adapter.spec
-    # skip_permutation exists only so the parity test can show that the check has teeth
-    if s.layout == "gguf" or s.arch != "llama" or skip_permutation:
-        return w
-    if not s.n_head:
-        raise LoraError("adapter_config.json lacks n_head; cannot permute q/k for llama. Retrain it.")
-    for layer in range(s.n_layers):
-        for mod, heads in (("q_proj", s.n_head), ("k_proj", s.n_head_kv or s.n_head)):
-            k = key(layer, mod, "b")
-            if k in w:
-                w[k] = permute_rows(w[k], heads)
-    return w

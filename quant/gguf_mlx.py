@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BackendUnavailable, QuantError
+from .gguf_lora import HF_TO_GGUF
 from .mlx_gguf_reader import GGUFFile, read_gguf
 from .mlx_tokenizer import GGUFTokenizer
 
@@ -24,9 +25,8 @@ SUPPORTED_ARCHS = ("llama", "gemma3")
 _MODEL_TYPE = {"llama": "llama", "gemma3": "gemma3_text"}
 
 # GGUF suffix -> mlx_lm module path suffix, per architecture
-_COMMON = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-           "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-           "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm"}
+_COMMON = {**{g: ("self_attn." if hf in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp.") + hf
+              for hf, g in HF_TO_GGUF.items()}, "attn_norm": "input_layernorm"}
 _LAYER_NAMES = {
     "llama": {**_COMMON, "ffn_norm": "post_attention_layernorm"},
     "gemma3": {**_COMMON, "ffn_norm": "pre_feedforward_layernorm",

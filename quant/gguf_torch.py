@@ -10,7 +10,8 @@ the same weights bit for bit (tests/test_lora_parity.py::
 test_our_twin_loader_is_transformers_gguf_load_bit_for_bit compares it with transformers' own
 load). Other architectures: `load_twin` returns None and the caller uses transformers.
 
-Owns: the GGUF -> Hugging Face config and names for llama, the inverse rope permutation.
+Owns: the GGUF -> Hugging Face config and names for llama (the q/k row permutation it undoes is
+quant.gguf_lora.rope_unpermute).
 Does not know about LoRA or training.
 """
 from __future__ import annotations
@@ -20,19 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import QuantError
+from .gguf_lora import rope_unpermute
 from .gguf_mlx import mlx_config, mlx_name
 from .mlx_gguf_reader import read_gguf
 from .mlx_tokenizer import GGUFTokenizer
 
 TWIN_ARCHS = ("llama",)
-
-
-def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's interleaved rope rows back to Hugging Face's rotate-half order (the inverse of
-    the converter's permutation: pairs of adjacent rows become first and second halves)."""
-    rows = w.shape[0]
-    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
-             .swapaxes(1, 2).reshape(w.shape))
 
 
 def hf_name(gguf_name: str) -> str | None:
@@ -80,9 +74,9 @@ def load_twin(path: str | Path):
             raise QuantError(f"cannot de-quantize tensor {name} of {path}: {e}") from e
         w = w.reshape(t.shape)
         if name.endswith("attn_q.weight"):
-            w = unpermute_rows(w, heads)
+            w = rope_unpermute(w, heads)
         elif name.endswith("attn_k.weight"):
-            w = unpermute_rows(w, kv_heads)
+            w = rope_unpermute(w, kv_heads)
         state[target] = torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
     config = LlamaConfig(**cfg)
     with torch.device("meta"):

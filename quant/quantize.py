@@ -20,6 +20,7 @@ import numpy as np
 from . import gguf_io
 from .errors import BackendUnavailable, QuantError
 from .gguf_io import Progress, _noop
+from .gguf_lora import rope_permute
 
 # name -> llama_ftype (same numbering as gguf.LlamaFileType). The first four are the ones the
 # issue asks for; the rest are cheap to offer because llama.cpp does the work.
@@ -172,15 +173,6 @@ def quantize(src: Path | str, qtype: str, out: Path | str | None = None, threads
 HF_LLAMA_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
 
 
-def _rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF's q/k rows are [all first halves, all second halves] per head; llama.cpp's rope for the
-    llama architecture pairs adjacent rows, so each head's rows are interleaved back."""
-    rows = w.shape[0]
-    head_dim = rows // n_head
-    return (w.reshape(n_head, 2, head_dim // 2, *w.shape[1:])
-             .swapaxes(1, 2).reshape(w.shape))
-
-
 def _hf_config(src: Path) -> dict:
     import json
 
@@ -307,9 +299,9 @@ def convert_hf_dir(src: Path | str, out: Path | str, out_type: str = "F16",
                             continue
                         t = st.get_tensor(key).float().numpy()
                         if name.endswith("attn_q.weight"):
-                            t = _rope_permute(t, n_head)
+                            t = rope_permute(t, n_head)
                         elif name.endswith("attn_k.weight"):
-                            t = _rope_permute(t, n_kv)
+                            t = rope_permute(t, n_kv)
                         t = t.astype(big if t.ndim >= 2 else np.float32)
                         w.write_tensor_data(np.ascontiguousarray(t))
                         i += 1

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from lora.adapter import AdapterSpec, Provenance, key, save_adapter
-from lora.gguf_export import export_gguf
+from assistant.quant_api import export_adapter_gguf as export_gguf
 from memory.adapters_ledger import AdapterLedger
 from memory.ledger import Ledger
 
@@ -66,6 +66,7 @@ def promoted(reverie_home):
     ("config", "not valid JSON"),
     ("gguf", "GGUF"),
     ("gguf_missing", "missing"),
+    ("gguf_other", "does not match its adapter"),
 ])
 def test_promoting_a_corrupt_adapter_exits_1_and_keeps_the_promoted_one(reverie_home, promoted, damage, msg):
     d = _adapter(reverie_home, "v002-bad", promoted, seed=1)
@@ -76,6 +77,11 @@ def test_promoting_a_corrupt_adapter_exits_1_and_keeps_the_promoted_one(reverie_
     elif damage == "gguf":
         g = d / "adapter.gguf"
         g.write_bytes(g.read_bytes()[:1000])
+    elif damage == "gguf_other":  # a healthy GGUF LoRA, but not this directory's (one pair)
+        from quant.gguf_lora import write_lora_gguf
+
+        write_lora_gguf(d / "adapter.gguf", "llama", {"blk.0.attn_q.weight": (
+            np.zeros((2, 576), np.float32), np.zeros((576, 2), np.float32))}, 4.0)
     else:
         (d / "adapter.gguf").unlink()
     before = _state(reverie_home)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lora.adapter import (AdapterSpec, Provenance, from_mlx_weights, from_peft_state_dict, key,
-                          load_adapter, permute_rows, save_adapter, to_gguf_layout)
+                          load_adapter, save_adapter)
 from lora.errors import AdapterMismatch, LoraError
 
 DIMS = {"q_proj": [8, 6], "k_proj": [4, 6], "v_proj": [4, 6]}
@@ -97,21 +97,3 @@ def test_peft_and_mlx_names():
     assert out[key(0, "up_proj", "a")].shape == (2, 6) and out[key(0, "up_proj", "b")].shape == (8, 2)
     with pytest.raises(LoraError):
         from_mlx_weights({"x": a})
-
-
-def test_permutation_matches_the_hf_to_gguf_rule():
-    # 2 heads of dim 4: HF rows [h0: 0 1 2 3 | h1: 4 5 6 7] -> GGUF interleaves each head's halves
-    rows = np.arange(8, dtype=np.float32)[:, None]
-    assert permute_rows(rows, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
-    spec, w = make()
-    from lora.adapter import Adapter
-    from pathlib import Path
-
-    g = to_gguf_layout(Adapter(Path("."), spec, Provenance(), w))
-    np.testing.assert_array_equal(g[key(0, "q_proj", "b")], permute_rows(w[key(0, "q_proj", "b")], 2))
-    np.testing.assert_array_equal(g[key(0, "k_proj", "b")], permute_rows(w[key(0, "k_proj", "b")], 1))
-    np.testing.assert_array_equal(g[key(0, "v_proj", "b")], w[key(0, "v_proj", "b")])
-    np.testing.assert_array_equal(g[key(0, "q_proj", "a")], w[key(0, "q_proj", "a")])
-    spec.layout = "gguf"  # MLX adapters are trained on the GGUF layout: nothing to permute
-    g2 = to_gguf_layout(Adapter(Path("."), spec, Provenance(), w))
-    np.testing.assert_array_equal(g2[key(0, "q_proj", "b")], w[key(0, "q_proj", "b")])

@@ -16,7 +16,7 @@ import pytest
 
 from lora.adapter import AdapterSpec, Provenance, save_adapter
 from lora.config import ALL_TARGETS
-from lora.gguf_export import export_gguf
+from assistant.quant_api import export_adapter_gguf as export_gguf
 from quant.chat_format import CHATML
 from quant.registry import ModelInfo
 

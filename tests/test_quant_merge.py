@@ -6,7 +6,9 @@ import pytest
 
 from quant import gguf_io
 from quant.errors import QuantError
-from quant.merge import merge, random_lora, read_adapter, write_lora_gguf
+from quant.gguf_lora import read_gguf_lora as read_adapter
+from quant.gguf_lora import write_lora_gguf
+from quant.merge import merge, random_lora
 from test_quant_fixtures import N_EMBD, N_FF, default_model_path, write_tiny_model
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from quant import gguf_io
 from quant.errors import QuantError
-from quant.quantize import _rope_permute, check_type, convert_hf_dir, default_out, quantize
+from quant.gguf_lora import rope_permute
+from quant.quantize import check_type, convert_hf_dir, default_out, quantize
 from test_quant_fixtures import default_model_path, write_tiny_model
 
 
@@ -27,7 +28,7 @@ def test_default_out_drops_old_type(tmp_path):
 def test_rope_permute_interleaves_halves_per_head():
     # 2 heads of dim 4: HF rows [h0: a0 a1 b0 b1 | h1: ...] -> llama.cpp [a0 b0 a1 b1 | ...]
     w = np.arange(8, dtype=np.float32)[:, None]
-    assert _rope_permute(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+    assert rope_permute(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
 
 
 def test_quantize_tiny_model_with_llama_cpp(tmp_path):

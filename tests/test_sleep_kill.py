@@ -48,7 +48,7 @@ def _promoted_adapter(home: Path, model, sha: str, fact_ids: list[str]):
     import numpy as np
 
     from lora.adapter import AdapterSpec, Provenance, key, save_adapter
-    from lora.gguf_export import export_gguf
+    from assistant.quant_api import export_adapter_gguf as export_gguf
 
     dims = {"q_proj": [576, 576], "v_proj": [192, 576]}
     rng = np.random.default_rng(0)
