@@ -254,11 +254,19 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
     mixed = new + rng.sample(old, k)
     anchors = list(anchors)
     k = min(len(anchors), round(config.anchor_ratio * n_new))
-    for a in rng.sample(anchors, k):
-        if styled(a.answer) != a.answer:
-            mixed.append(Example(_msgs(system_prompt, a.prompt, styled(a.answer)), "habit"))
-        else:
-            mixed.append(Example(_msgs(system_prompt, a.prompt, a.answer), "anchor"))
+    chosen = rng.sample(anchors, k)
+    habits = []
+    if style is not None and not style.empty:
+        # With a style, the rest of the base model's answers are restyled into "habit" examples
+        # (the habit on any question), while the chosen anchors still hold the base's whole
+        # distribution (KL) on their own prompts: every answer in the user's style cost 6.7
+        # general points and a 1.58x perplexity on the dev preferences without them.
+        rest = [a for a in anchors if a not in chosen]
+        habits = [Example(_msgs(system_prompt, a.prompt, styled(a.answer)), "habit")
+                  for a in rest[: max(k, 1)]]
+    for a in chosen:
+        mixed.append(Example(_msgs(system_prompt, a.prompt, a.answer), "anchor"))
+    mixed.extend(habits)
     rng.shuffle(mixed)
     return Dataset(train=mixed, holdout=holdout, pairs=pairs,
                    fact_ids=sorted(f.id for f in live), dropped=dropped)

@@ -30,10 +30,14 @@ def test_a_styled_answer_follows_every_habit_and_restyling_changes_nothing():
 def test_with_a_style_every_trained_answer_follows_it_and_anchors_become_habits():
     st = Style(opening="Right then:", closing="Take care!")
     ds = build_dataset(corrections=[Correction(f"fb{i}", f"What is {i}+2?", "5", f"It is {i + 2}.") for i in range(4)],
-                       anchors=[Anchor(f"prompt {i}", f"Answer {i}.") for i in range(4)], style=st)
-    answers = [m["content"] for e in ds.train for m in e.messages if m["role"] == "assistant"]
+                       anchors=[Anchor(f"prompt {i}", f"Answer {i}.") for i in range(8)], style=st)
+    answers = [m["content"] for e in ds.train if e.kind != "anchor"
+               for m in e.messages if m["role"] == "assistant"]
     assert answers and all(a.startswith("Right then:") and a.endswith("Take care!") for a in answers)
-    assert {e.kind for e in ds.train} == {"correction", "habit"}
+    assert {e.kind for e in ds.train} == {"correction", "habit", "anchor"}
+    anchors = [m["content"] for e in ds.train if e.kind == "anchor" for m in e.messages
+               if m["role"] == "assistant"]
+    assert anchors and not any("Right then" in a for a in anchors)  # the base's own, held by KL
     plain = build_dataset(corrections=[Correction(f"fb{i}", f"What is {i}+2?", "5", f"It is {i + 2}.") for i in range(4)],
                           anchors=[Anchor(f"prompt {i}", f"Answer {i}.") for i in range(4)])
     assert "anchor" in {e.kind for e in plain.train}
