@@ -21,6 +21,16 @@ MAX_TOKENS = 160
 Log = Callable[[str], None]
 
 
+def tell_habits(session, habits) -> None:
+    """What a user does to teach a habit: say it, then correct answers to show it."""
+    for h in habits:
+        session.new()
+        session.send(h.statement)
+        for prompt, answer in h.demos:
+            session.send(prompt)
+            session.command(f"/fix {answer}")
+
+
 def run_habits(path: Path | str, nights: int | None = None, home: Path | None = None,
                log: Log = print, steps: int = 0, on_train=None, learning_rate: float = 0.0) -> dict:
     from .chat import ChatSession
@@ -41,12 +51,7 @@ def run_habits(path: Path | str, nights: int | None = None, home: Path | None = 
         s = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=True,
                         max_tokens=MAX_TOKENS)
         try:
-            for h in tonight:
-                s.new()
-                s.send(h.statement)
-                for prompt, answer in h.demos:
-                    s.send(prompt)
-                    s.command(f"/fix {answer}")
+            tell_habits(s, tonight)
         finally:
             s.close()
         log(f"night {night}: {len(tonight)} preferences stated, "

@@ -17,6 +17,7 @@ DEFAULT = "/work/shared/data/preferences-dev.jsonl"
 
 def run(path=DEFAULT, max_tokens: int = 160, log=None) -> dict:
     from assistant.chat import ChatSession
+    from assistant.habit_eval import tell_habits
     from assistant.habits import follows, load_habits
 
     habits = load_habits(path)
@@ -24,12 +25,7 @@ def run(path=DEFAULT, max_tokens: int = 160, log=None) -> dict:
     t0 = time.time()
     s = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=False,
                     max_tokens=max_tokens)
-    for h in habits:
-        s.new()
-        s.send(h.statement)
-        for prompt, answer in h.demos:
-            s.send(prompt)
-            s.command(f"/fix {answer}")
+    tell_habits(s, habits)
     s.close()
     out = {"file": str(path), "max_tokens": max_tokens, "told_s": round(time.time() - t0, 1)}
     for arm, memory in (("memory", True), ("base", False)):
