@@ -231,9 +231,10 @@ def forget_matching(home: Path, text: str, apply: bool = False, ledger=None,
                    still_on_disk=leaked_files(home, list(check) or [needle]))
         res["summary"] = _describe(needle, p, saw, serving, True)
         if res["still_on_disk"]:
-            res["summary"] += (" Still on disk: " + ", ".join(res["still_on_disk"]) +
-                               " (another process holds it open; run the forget again once it has "
-                               "closed).")
+            res["summary"] += (" Still mentioned in: " + ", ".join(res["still_on_disk"]) +
+                               " (by what is kept: another memory that states it — see `reverie "
+                               "memory search` — or a database another process holds open; "
+                               "forget again with --matching once it has closed).")
         return res
     finally:
         if own:

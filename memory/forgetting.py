@@ -17,9 +17,12 @@ from .errors import MemoryStoreError
 
 MIN_NEEDLE = 3  # shorter texts ("a", "me") would match nearly everything
 REDACTED = "[forgotten]"
-# Ledger columns that hold text nobody chose to forget by row (provenance, reports, titles):
-# a forgotten text in them is replaced, the row kept.
-_SCRUB_SKIP = {"memories", "memory_history", "turns", "feedback", "tombstones", "_sqlite_migrations"}
+# The columns that ARE the statements (forgotten by removing their rows, never edited: a fact
+# kept by a forget-by-id may mention the same value). Every other text column — provenance such
+# as a fact's source sentence, adapter metrics, reports, titles — has the forgotten text replaced.
+_STATEMENTS = {("memories", "text"), ("memory_history", "text"), ("turns", "content"),
+               ("feedback", "prompt"), ("feedback", "answer"), ("feedback", "correction")}
+_SCRUB_SKIP = {"tombstones", "_sqlite_migrations"}
 
 
 @dataclass
@@ -167,7 +170,7 @@ def scrub_ledger(db, needles: list[str]) -> int:
     pats = [re.compile(re.escape(n), re.IGNORECASE) for n in needles]
     changed = 0
     for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
-        if table.startswith(("memories_fts", "sqlite_")) or table == "_sqlite_migrations":
+        if table.startswith(("memories_fts", "sqlite_")) or table in _SCRUB_SKIP:
             continue
         cols = [r[1] for r in db.execute(f"pragma table_info([{table}])").fetchall()
                 if (r[2] or "").upper() in ("TEXT", "")]
@@ -181,7 +184,7 @@ def scrub_ledger(db, needles: list[str]) -> int:
                     new = val
                     for m in needles:
                         new = decollide(new, m)
-                    if table not in _SCRUB_SKIP:
+                    if table not in _SCRUB_SKIP and (table, col) not in _STATEMENTS:
                         for pat in pats:
                             new = pat.sub(REDACTED, new)
                     if new != val:

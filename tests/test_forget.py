@@ -215,3 +215,18 @@ def test_a_number_that_merely_contains_a_forgotten_number_is_nudged_not_a_leak()
     from memory.ledger import new_id
 
     assert not any(c.isdigit() for c in new_id("turn")[5:])  # ids hold no numbers to collide
+
+
+def test_a_kept_fact_loses_the_forgotten_words_from_its_provenance(reverie_home):
+    """"My sister Anjali is a doctor in Pune." gives two facts; forgetting "Pune" removes the
+    one that states it and the turn, and the kept fact's source sentence loses the word."""
+    ledger = Ledger(reverie_home)
+    services = Services(reverie_home, ledger)
+    conv = ledger.new_conversation(model="m")
+    services.record_exchange(conv, "My sister Anjali is a doctor in Pune.", "Nice.", "{}")
+    res = forget_matching(reverie_home, "Pune", apply=True, ledger=ledger)
+    assert res["still_on_disk"] == [] and leaked_files(reverie_home, ["pune"]) == []
+    kept = services.memory.list(kind="fact")
+    assert [m.text for m in kept] == ["The user's sister is Anjali."]
+    assert "[forgotten]" in kept[0].source["said"]
+    ledger.close()
