@@ -6,6 +6,7 @@ Does not know about models or adapters' files — only rows describing them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -52,6 +53,36 @@ class Turn:
     meta: str = "{}"
 
 
+class _Database(sqlite_utils.Database):
+    """sqlite-utils' Database whose top-level transactions start with BEGIN IMMEDIATE.
+
+    A deferred BEGIN reads first (sqlite-utils looks the table up before an insert) and then
+    asks for the write lock; if another process committed in between, SQLite fails the upgrade
+    at once with "database is locked" instead of waiting (busy_timeout does not apply to a
+    stale snapshot). Two chats under load while adapters were promoted hit it in CI."""
+
+    @contextlib.contextmanager
+    def atomic(self):
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+
 class Ledger:
     """Opens (creating and migrating) the ledger in `home`. Cheap to construct."""
 
@@ -68,7 +99,7 @@ class Ledger:
         # Deleted rows are overwritten with zeros, so a forgotten text does not linger in free
         # pages of the file (the WAL is truncated by assistant.forget after a forget).
         conn.execute("PRAGMA secure_delete = ON")
-        self.db = sqlite_utils.Database(conn)
+        self.db = _Database(conn)
         self.db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
