@@ -7,12 +7,12 @@ Owns the file format of `reverie eval --preferences` ({"id", "night", "statement
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ReverieError
+from .probes import _bad
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,6 @@ def follows(answer: str, probe: HabitProbe) -> bool:
     return probe.max_words is None or len(answer.split()) <= probe.max_words
 
 
-def _bad(path, lineno: int, what: str, fix: str) -> ReverieError:
-    return ReverieError(f"{path}:{lineno}: {what}. {fix}")
-
-
 def _regexes(path, lineno, obj, key) -> tuple[str, ...]:
     vals = obj.get(key, [])
     if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):
@@ -60,21 +56,11 @@ def _regexes(path, lineno, obj, key) -> tuple[str, ...]:
 
 
 def load_habits(path: Path | str) -> list[Habit]:
+    from .probes import read_jsonl
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ReverieError(f"cannot read {path}: {e.strerror or e}.") from None
     out, seen = [], set()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _bad(path, lineno, f"not valid JSON ({e.msg})", "Each line is one JSON object.") from None
-        if not isinstance(obj, dict):
-            raise _bad(path, lineno, "expected a JSON object", "Each line is one JSON object.")
+    for lineno, obj in read_jsonl(path, "preferences file"):
         for key in ("id", "statement"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise _bad(path, lineno, f"missing or empty {key!r}", f'Add "{key}": "...".')

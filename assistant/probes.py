@@ -72,14 +72,19 @@ def _bad(path: Path, lineno: int, what: str, fix: str) -> ReverieError:
     return ReverieError(f"{path}:{lineno}: {what}. {fix}")
 
 
-def _read_jsonl(path: Path | str) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path | str, what: str = "probe file") -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; a missing or unreadable
+    file, a line that is not JSON or not an object is a ReverieError naming the file and line.
+    Shared by every JSONL input (probes, scenarios, preferences); may return no rows."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ReverieError(f"probe file {path} does not exist; check the path.") from None
+        raise ReverieError(f"{what} {path} does not exist; check the path.") from None
+    except IsADirectoryError:
+        raise ReverieError(f"{path} is a directory; give a .jsonl file.") from None
     except UnicodeDecodeError as e:
-        raise ReverieError(f"{path} is not UTF-8 text ({e}); save it as UTF-8.") from e
+        raise ReverieError(f"{path} is not UTF-8 text ({e}); save it as UTF-8.") from None
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -93,6 +98,11 @@ def _read_jsonl(path: Path | str) -> list[tuple[int, dict]]:
             raise _bad(path, lineno, f"expected a JSON object, got {type(obj).__name__}",
                        "Each line must be one JSON object like {\"id\": ...}.")
         rows.append((lineno, obj))
+    return rows
+
+
+def _read_jsonl(path: Path | str) -> list[tuple[int, dict]]:
+    rows = read_jsonl(path)
     if not rows:
         raise ReverieError(f"{path} has no items; add one JSON object per line.")
     return rows

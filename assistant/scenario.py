@@ -15,7 +15,6 @@ File format, one JSON object a line — events first, in order, then probes:
 """
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 import time
@@ -133,27 +132,12 @@ def _probe(path: Path, lineno: int, obj: dict) -> ScenarioProbe:
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate a scenario; a bad line is a ReverieError naming the file, the line and
     how to fix it."""
+    from .probes import read_jsonl
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReverieError(f"scenario file {path} does not exist; check the path.") from None
-    except IsADirectoryError:
-        raise ReverieError(f"{path} is a directory; give a scenario .jsonl file.") from None
-    except UnicodeDecodeError as e:
-        raise ReverieError(f"{path} is not UTF-8 text ({e}); save it as UTF-8.") from None
     events: list[Event] = []
     probes: list[ScenarioProbe] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _bad(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})",
-                       "Each line must be one complete JSON object.") from None
-        if not isinstance(obj, dict):
-            raise _bad(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+    for lineno, obj in read_jsonl(path, "scenario file"):
         if any(k in obj for k in PROBE_KEYS):
             probes.append(_probe(path, lineno, obj))
         elif probes:

@@ -35,7 +35,6 @@ VARIANTS: dict[str, tuple[dict, bool, bool]] = {
     "k5": ({"k": 5}, True, True),
     "no_threshold": ({"min_cosine": -1.0, "max_gap": 9.0}, True, True),
     "no_episodic": ({"episodic": False}, True, True),
-    "merge_related": ({"merge_related": True}, True, True),
 }
 
 

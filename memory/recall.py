@@ -7,7 +7,6 @@ Knows nothing about chromadb or SQLite: it gets ranked id lists and rows.
 from __future__ import annotations
 
 import json
-import re
 import math
 import time
 from dataclasses import dataclass, field
@@ -132,9 +131,6 @@ class ChatRecall:
     # The most relevant memory is shown last, next to the question: the small model copies the
     # nearest note (persona-dev, 100 questions, with the worked example: 0.83 first -> 0.85 last)
     most_relevant_last: bool = True
-    # Facts about the same person or thing ("Your partner is called Ines." / "Your partner Ines
-    # teaches violin.") are shown as one note, so the note the model copies says all of it.
-    merge_related: bool = False
     header: str = CHAT_HEADER
 
     def __post_init__(self) -> None:
@@ -185,35 +181,12 @@ def chat_text(item: Recalled, style: str) -> str:
     return item.text
 
 
-_OWNER = re.compile(r"^the user's ([a-z]+)", re.IGNORECASE)
-
-
-def related_groups(items: list[Recalled]) -> list[list[Recalled]]:
-    """`items` in order, facts about the same owned thing ("the user's partner ...") grouped at
-    the place of the group's first (most relevant) member."""
-    groups: list[list[Recalled]] = []
-    by_owner: dict[str, list[Recalled]] = {}
-    for item in items:
-        m = _OWNER.match(item.text) if item.kind == "fact" else None
-        if m and m.group(1).lower() in by_owner:
-            by_owner[m.group(1).lower()].append(item)
-            continue
-        group = [item]
-        groups.append(group)
-        if m:
-            by_owner[m.group(1).lower()] = group
-    return groups
-
-
 def format_for_chat(items: list[Recalled], policy: ChatRecall = ChatRecall()) -> str:
-    """The block shown to the model: a header, then one JSON-quoted line per memory (per group
-    of related facts with policy.merge_related)."""
+    """The block shown to the model: a header, then one JSON-quoted line per memory."""
     if not items:
         return ""
-    groups = related_groups(items) if policy.merge_related else [[i] for i in items]
     lines = [policy.header]
-    for group in (reversed(groups) if policy.most_relevant_last else groups):
-        quoted = json.dumps(" ".join(chat_text(i, policy.style) for i in group), ensure_ascii=False)
-        ids = ",".join(i.id for i in group)
-        lines.append(f"- [{ids}] {quoted}" if policy.ids else f"- {quoted}")
+    for item in (reversed(items) if policy.most_relevant_last else items):
+        quoted = json.dumps(chat_text(item, policy.style), ensure_ascii=False)
+        lines.append(f"- [{item.id}] {quoted}" if policy.ids else f"- {quoted}")
     return "\n".join(lines)
