@@ -23,7 +23,8 @@ def chat(reps: int = typer.Option(5, "--reps", min=1, help="Repetitions of the p
     """Chat tokens/s and time to first token: reverie vs raw llama-cpp-python."""
     from bench.chat_bench import run
 
-    with typer.progressbar(length=reps * 3, label="bench chat", file=None) as bar:
+    # progress goes to stderr: with --json, stdout is the JSON document and nothing else
+    with typer.progressbar(length=reps * 3, label="bench chat", file=sys.stderr) as bar:
         res = run(reps, max_tokens, model, threads, progress=lambda r, p: bar.update(1))
     if json_out:
         emit_json(res)
