@@ -43,6 +43,10 @@ class TrainConfig:
     anchor_kl: float = _f(1.0, "Anchors teach the base model's whole next-token distribution over the "
                           "anchor text (KL to the adapter-free model, this weight) instead of only its "
                           "greedy answer; 0 = plain cross-entropy on the answer.")
+    # ORPO (Hong et al. 2024): the corrected answer is already trained with cross-entropy (a
+    # "correction" example); this adds the odds-ratio term that pushes the rejected answer down.
+    preference_weight: float = _f(0.25, "Weight of the odds-ratio (ORPO) term on (rejected, "
+                                  "corrected) answer pairs from /fix; 0 = off.")
     holdout_fraction: float = _f(0.1, "Fraction of training phrasings held out for early stopping.")
     patience: int = _f(3, "Evaluations without held-out improvement before stopping (0 = off).")
     eval_every: int = _f(20, "Steps between held-out evaluations.")
@@ -79,6 +83,8 @@ class TrainConfig:
         need(0 <= self.replay_ratio <= 10, f"replay_ratio must be in [0, 10] (got {self.replay_ratio})")
         need(0 <= self.anchor_ratio <= 10, f"anchor_ratio must be in [0, 10] (got {self.anchor_ratio})")
         need(0 <= self.anchor_kl <= 100, f"anchor_kl must be in [0, 100] (got {self.anchor_kl})")
+        need(0 <= self.preference_weight <= 10,
+             f"preference_weight must be in [0, 10] (got {self.preference_weight})")
         need(0 <= self.holdout_fraction < 0.5,
              f"holdout_fraction must be in [0, 0.5) (got {self.holdout_fraction})")
         need(self.patience >= 0, f"patience must be >= 0 (got {self.patience}); 0 turns early stopping off")

@@ -70,10 +70,17 @@ class Example:
 
 @dataclass(frozen=True)
 class PreferencePair:
+    """A (preferred, rejected) answer to one prompt, from a /fix: trained with the odds-ratio
+    term of the objective (lora.loop.odds_ratio_loss). `system` is the prompt it was asked under."""
     id: str
     prompt: str
     chosen: str
     rejected: str
+    system: str = ""
+
+    def examples(self) -> tuple["Example", "Example"]:
+        return (Example(_msgs(self.system, self.prompt, self.chosen), "chosen", self.id),
+                Example(_msgs(self.system, self.prompt, self.rejected), "rejected", self.id))
 
 
 @dataclass
@@ -228,8 +235,9 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
             continue
         new.append(Example(_msgs(system_prompt, c.prompt, styled(c.better_answer)), "correction",
                            c.id))
-        if c.bad_answer.strip():
-            pairs.append(PreferencePair(c.id, c.prompt, c.better_answer, c.bad_answer))
+        better = styled(c.better_answer)
+        if c.bad_answer.strip() and normalize(c.bad_answer) != normalize(better):
+            pairs.append(PreferencePair(c.id, c.prompt, better, c.bad_answer, system_prompt))
     for g in good_answers:
         if mentions_dead(g.prompt + " " + g.answer):
             drop("mentions a tombstoned fact")

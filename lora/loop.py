@@ -44,8 +44,11 @@ class Backend(Protocol):
     def load(self, config: TrainConfig) -> None: ...  # base model and tokenizer, if not given
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
     def setup(self, config: TrainConfig, init_weights: dict | None) -> None: ...  # LoRA + optimizer
-    def batch(self, answers: list[Row], anchors: list[Row]) -> Any: ...  # tensors, outside autodiff
+    xp: Any  # the array namespace (torch, mlx.core) the objective's elementwise math runs in
+    def batch(self, answers: list[Row], anchors: list[Row], pairs: list[Row]) -> Any: ...
+    # ^ (answers, anchors, pairs) as tensors, outside autodiff; pairs: chosen rows then rejected
     def answer_ce(self, prepared) -> Any: ...  # mean cross-entropy on answer tokens
+    def answer_logprobs(self, prepared) -> Any: ...  # per row: mean log-prob of its answer tokens
     def anchor_kl(self, prepared) -> Any: ...  # mean KL(base || adapted) over real positions
     def step_loss(self, loss_fn: Callable[[], Any]) -> float: ...  # its value; grads now or at update
     def update(self, lr: float) -> None: ...  # gradients, clip, optimizer step, clear
@@ -63,22 +66,45 @@ class Backend(Protocol):
 class Batch:
     """One optimizer step's examples, split by what they teach, as the backend's tensors."""
 
-    def __init__(self, answers, anchors):
+    def __init__(self, answers, anchors, pairs=None, n_pairs: int = 0):
         self.answers = answers  # None or the backend's prepared answer rows
         self.anchors = anchors  # None or the backend's prepared anchor rows
+        self.pairs = pairs  # None or n_pairs chosen rows followed by their n_pairs rejected rows
+        self.n_pairs = n_pairs
+
+
+def odds_ratio_loss(xp, chosen_lp, rejected_lp):
+    """ORPO's preference term (Hong et al. 2024, eq. 6-7), averaged over pairs:
+    -log sigmoid(log odds(chosen) - log odds(rejected)), where odds(y) = P(y) / (1 - P(y)) and
+    log P(y) is the mean log-prob of the answer's tokens. `xp` is the array namespace of the
+    inputs (numpy, torch, mlx.core): only exp, log1p and abs are used, so every backend runs
+    this one formula. P is kept below 1 by a factor 1 - 1e-6 so log(1 - P) stays finite."""
+    def log_odds(lp):
+        return lp - xp.log1p(-xp.exp(lp) * (1 - 1e-6))
+
+    z = log_odds(chosen_lp) - log_odds(rejected_lp)
+    # -log sigmoid(z) = softplus(-z), in the form that never overflows
+    softplus = (abs(z) - z) / 2 + xp.log1p(xp.exp(-abs(z)))
+    return softplus.mean()
 
 
 def objective(ops: Backend, batch: Batch, config: TrainConfig):
     """The training loss, composed once for every backend: cross-entropy on the answer tokens of
     facts, corrections and replay, plus `anchor_kl` x KL(base || adapted) on anchors (they keep
-    the base model's whole next-token distribution). A new objective adds its term here, with
-    the op each backend provides for it."""
+    the base model's whole next-token distribution), plus `preference_weight` x the odds-ratio
+    term on (corrected, rejected) answer pairs (ORPO: the corrected answer's cross-entropy is
+    already in the first term as a "correction" example). A new objective adds its term here,
+    with the op each backend provides for it."""
     loss = None
     if batch.answers is not None:
         loss = ops.answer_ce(batch.answers)
     if batch.anchors is not None:
         kl = config.anchor_kl * ops.anchor_kl(batch.anchors)
         loss = kl if loss is None else loss + kl
+    if batch.pairs is not None:
+        lp, k = ops.answer_logprobs(batch.pairs), batch.n_pairs
+        pref = config.preference_weight * odds_ratio_loss(ops.xp, lp[:k], lp[k:])
+        loss = pref if loss is None else loss + pref
     return loss
 
 
@@ -132,6 +158,11 @@ def train(backend: Backend, dataset: Dataset | Sequence[Example], config: TrainC
     rows = [encode(backend.tokenize, render, e, config.max_seq_len) for e in train_set]
     kinds = [e.kind if isinstance(e, Example) else e.get("kind", "") for e in train_set]
     held = [encode(backend.tokenize, render, e, config.max_seq_len) for e in holdout]
+    pairs = dataset.pairs if isinstance(dataset, Dataset) and config.preference_weight > 0 else []
+    for p in pairs:  # a pair is one more item of the epoch: the chosen row and the rejected row
+        rows.append(tuple(encode(backend.tokenize, render, e, config.max_seq_len)
+                          for e in p.examples()))
+        kinds.append("pair")
     total = config.total_steps(len(rows))
     init = load_adapter(Path(init_adapter)).weights if init_adapter is not None else None
     try:
@@ -177,8 +208,11 @@ def _run(backend: Backend, config: TrainConfig, rows: list[Row], kinds: list[str
         t0 = time.perf_counter()
         idx = batch_indices(step, len(rows), config.batch_size, config.seed)
         anchor = [i for i in idx if kinds[i] == "anchor"] if config.anchor_kl else []
-        plain = [i for i in idx if i not in anchor]
-        batch = Batch(*backend.batch([rows[i] for i in plain], [rows[i] for i in anchor]))
+        pair = [i for i in idx if kinds[i] == "pair"]
+        plain = [i for i in idx if i not in anchor and i not in pair]
+        both = [rows[i][0] for i in pair] + [rows[i][1] for i in pair]
+        batch = Batch(*backend.batch([rows[i] for i in plain], [rows[i] for i in anchor], both),
+                      n_pairs=len(pair))
         value = backend.step_loss(lambda: objective(backend, batch, config))
         verdict = guard.check(value)
         step += 1
@@ -193,7 +227,8 @@ def _run(backend: Backend, config: TrainConfig, rows: list[Row], kinds: list[str
             continue
         backend.update(lr_at(step - 1, total, config))
         train_s += time.perf_counter() - t0
-        tokens += sum(len(rows[i][0]) for i in idx)
+        tokens += sum(len(rows[i][0][0]) + len(rows[i][1][0]) if kinds[i] == "pair"
+                      else len(rows[i][0]) for i in idx)
         losses.append(value)
         report(step, value, "step")
         if held and (step % config.eval_every == 0 or step == total):

@@ -124,6 +124,18 @@ def answer_ce(model, ids, labels):
     return ce.sum() / mx.maximum(mask.sum(), 1)
 
 
+def answer_logprobs(model, ids, labels):
+    """Per row, the mean log-prob of its answer tokens (peft: peft_trainer.answer_logprobs)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    lp = nn.log_softmax(model(ids[:, :-1]).astype(mx.float32), axis=-1)
+    y = labels[:, 1:]
+    mask = (y != -100)
+    tok = mx.take_along_axis(lp, mx.where(mask, y, 0)[..., None], axis=-1).squeeze(-1)
+    return (tok * mask).sum(axis=-1) / mx.maximum(mask.sum(axis=-1), 1)
+
+
 class MlxBackend:
     """lora.loop's backend for MLX QLoRA on a model the caller loaded from the GGUF file (quant's
     loader; this module never imports quant/). LoRA layers are added in setup and removed in
@@ -138,11 +150,12 @@ class MlxBackend:
 
     def load(self, config: TrainConfig) -> None:
         try:
-            import mlx.core  # noqa: F401
+            import mlx.core
             import mlx_lm.tuner.utils  # noqa: F401
         except ImportError as e:
             raise LoraError('the MLX trainer needs mlx and mlx-lm; install "mlx[cpu]" mlx-lm (Linux) '
                             "or mlx mlx-lm (macOS).") from e
+        self.xp = mlx.core
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return tokenize(self.tokenizer, text, add_special)
@@ -164,20 +177,24 @@ class MlxBackend:
         self.opt = optim.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
         self.model.train()
 
-    def batch(self, answers: list, anchors: list):
+    def batch(self, answers: list, anchors: list, pairs: list = ()):
         import mlx.core as mx
 
         a = _pad(answers, max(len(r[0]) for r in answers)) if answers else None
+        p = _pad(list(pairs), max(len(r[0]) for r in pairs)) if pairs else None
         k = None
         if anchors:
             n = max(len(r[0]) for r in anchors)
             ids = _pad(anchors, n)[0][:, :-1]
             mask = mx.array([[1.0 if j < len(r[0]) else 0.0 for j in range(n - 1)] for r in anchors])
             k = (ids, mask, base_logprobs(self.model, self.targets, ids))  # outside the gradient
-        return a, k
+        return a, k, p
 
     def answer_ce(self, prepared):
         return answer_ce(self.model, *prepared)
+
+    def answer_logprobs(self, prepared):
+        return answer_logprobs(self.model, *prepared)
 
     def anchor_kl(self, prepared):
         return anchor_kl(self.model, *prepared)

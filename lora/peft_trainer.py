@@ -117,6 +117,19 @@ def batch_loss(model, ids, labels, mask):
     return F.cross_entropy(logits, target[keep])
 
 
+def answer_logprobs(model, ids, labels, mask):
+    """Per row, the mean log-prob of its answer tokens (labels != -100), shifted for next-token
+    prediction: what the objective's odds-ratio term compares between a chosen and a rejected
+    answer (MLX: mlx_trainer.answer_logprobs)."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    target = labels[:, 1:]
+    keep = (target != -100)
+    lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (lp * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+
+
 def anchor_kl_loss(model, ids, mask):
     """Mean KL(base || adapted) of next-token distributions over every real position: the base is
     the same peft model with its adapter switched off, so no second copy is held in memory."""
@@ -211,6 +224,7 @@ class PeftBackend:
     runs: it is deep-copied, never modified. Otherwise base_model_path is loaded on `load`."""
 
     name = "peft"
+    xp = None  # torch, set on load (imported lazily like everything torch here)
 
     def __init__(self, model=None, tokenizer=None, base_model_path: Path | None = None,
                  arch: str | None = None):
@@ -218,6 +232,9 @@ class PeftBackend:
         self.model = self.opt = self._loss = None
 
     def load(self, config: TrainConfig) -> None:
+        import torch
+
+        self.xp = torch
         if self.base is None or self.tokenizer is None:
             if self.base_model_path is None:
                 raise LoraError("the peft trainer needs base_model_path or a loaded model and tokenizer.")
@@ -240,13 +257,17 @@ class PeftBackend:
         self.opt = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.model.train()
 
-    def batch(self, answers: list, anchors: list):
+    def batch(self, answers: list, anchors: list, pairs: list = ()):
         a = collate(answers, self.pad, self.device) if answers else None
         k = collate(anchors, self.pad, self.device) if anchors else None
-        return a, (k[0], k[2]) if k else None  # anchors: ids and mask, their labels are unused
+        p = collate(list(pairs), self.pad, self.device) if pairs else None
+        return a, (k[0], k[2]) if k else None, p  # anchors: ids and mask, labels are unused
 
     def answer_ce(self, prepared):
         return batch_loss(self.model, *prepared)
+
+    def answer_logprobs(self, prepared):
+        return answer_logprobs(self.model, *prepared)
 
     def anchor_kl(self, prepared):
         return anchor_kl_loss(self.model, *prepared)

@@ -12,9 +12,9 @@ import pytest
 
 from lora.adapter import AdapterSpec, key, load_adapter
 from lora.config import TrainConfig
-from lora.dataset import Dataset, Example
+from lora.dataset import Dataset, Example, PreferencePair
 from lora.errors import LoraError
-from lora.loop import Batch, fingerprint, objective, train
+from lora.loop import Batch, fingerprint, objective, odds_ratio_loss, train
 
 
 def ex(q, a, kind="fact"):
@@ -45,8 +45,8 @@ class Fake:
     def setup(self, config, init_weights):
         self.w = float(init_weights[key(0, "q_proj", "a")][0, 0]) if init_weights else 0.0
 
-    def batch(self, answers, anchors):
-        return (answers or None), (anchors or None)
+    def batch(self, answers, anchors, pairs=()):
+        return (answers or None), (anchors or None), (list(pairs) or None)
 
     def answer_ce(self, rows):
         return ((self.w - 1) ** 2 + 1, 2 * (self.w - 1))
@@ -126,6 +126,79 @@ def test_objective_is_answer_ce_plus_weighted_anchor_kl():
     assert objective(Ops(), Batch([1], None), c).v == 2.0
     assert objective(Ops(), Batch(None, [1]), c).v == pytest.approx(0.2)
     assert objective(Ops(), Batch([1], [1]), c).v == pytest.approx(2.2)
+
+
+def test_odds_ratio_loss_matches_values_computed_by_hand():
+    """ORPO's term on two pairs. Pair 1: P(chosen) = 0.5 (odds 1), P(rejected) = 0.2 (odds 1/4):
+    z = ln 4, -log sigmoid(z) = ln(1 + 1/4). Pair 2 swaps them: ln(1 + 4). Mean of the two."""
+    chosen, rejected = np.log([0.5, 0.2]), np.log([0.2, 0.5])
+    want = (math.log(1.25) + math.log(5.0)) / 2
+    assert odds_ratio_loss(np, chosen, rejected) == pytest.approx(want, rel=1e-5)
+    assert odds_ratio_loss(np, np.log([0.9]), np.log([0.9])) == pytest.approx(math.log(2), rel=1e-5)
+    # a chosen answer far more likely than the rejected one costs ~0; the reverse costs ~z
+    assert odds_ratio_loss(np, np.log([0.999]), np.log([1e-6])) < 1e-6
+    assert odds_ratio_loss(np, np.log([1e-6]), np.log([0.999])) == pytest.approx(
+        math.log(0.999 / 0.001) - math.log(1e-6 / (1 - 1e-6)), rel=1e-3)
+    # P = 1 exactly (log-prob 0) stays finite
+    assert math.isfinite(odds_ratio_loss(np, np.array([0.0]), np.log([0.5])))
+
+
+class ArrayOps:  # objective() over numpy: the pair term is weighted and added once
+    xp = np
+
+    def answer_ce(self, rows):
+        return np.float64(2.0)
+
+    def anchor_kl(self, rows):
+        return np.float64(0.5)
+
+    def answer_logprobs(self, rows):
+        return np.log(np.array(rows, dtype=np.float64))
+
+
+def test_objective_adds_the_weighted_odds_ratio_term_on_pairs():
+    c = TrainConfig(anchor_kl=0.4, preference_weight=0.5)
+    probs = [0.5, 0.2]  # one chosen row, then its rejected row
+    orpo = math.log(1.25)
+    assert objective(ArrayOps(), Batch(None, None, probs, 1), c) == pytest.approx(0.5 * orpo, rel=1e-5)
+    assert objective(ArrayOps(), Batch([1], [1], probs, 1), c) == pytest.approx(2.2 + 0.5 * orpo, rel=1e-5)
+
+
+def test_pairs_are_items_of_the_epoch_and_reach_the_objective(tmp_path):
+    class PairFake(Fake):
+        xp = np
+
+        def __init__(self):
+            super().__init__()
+            self.pair_rows = []
+
+        def batch(self, answers, anchors, pairs=()):
+            self.pair_rows.append(len(pairs))
+            return (answers or None), None, (list(pairs) or None)
+
+        def answer_ce(self, rows):
+            return np.float64((self.w - 1) ** 2 + 1)
+
+        def answer_logprobs(self, rows):  # chosen rows P = 0.5, rejected rows P = 0.2
+            k = len(rows) // 2
+            return np.log(np.array([0.5] * k + [0.2] * k))
+
+        def step_loss(self, loss_fn):
+            self.grad = 2 * (self.w - 1)
+            return float(loss_fn())
+
+    pair = PreferencePair("fb1", "Weather?", "In short: rain.", "It might rain or not.", "Be brief.")
+    ds = Dataset(train=DATA, holdout=[], pairs=[pair], fact_ids=["f"])
+    b = PairFake()
+    r = train(b, ds, cfg(steps=0, epochs=2, batch_size=3, preference_weight=0.25), render,
+              out_dir=tmp_path / "a", work_dir=tmp_path / "w")
+    assert r.steps == 2  # 2 examples + 1 pair = one batch of 3 per epoch
+    assert b.pair_rows == [2, 2]  # every step carries the pair's chosen and rejected rows
+    assert r.losses[0] == pytest.approx(2.0 + 0.25 * math.log(1.25), rel=1e-5)
+    b = PairFake()
+    off = train(b, ds, cfg(steps=0, epochs=2, batch_size=3, preference_weight=0), render,
+                out_dir=tmp_path / "b", work_dir=tmp_path / "w2")
+    assert off.steps == 2 and b.pair_rows == [0, 0] and off.losses[0] == pytest.approx(2.0)
 
 
 def test_trains_reports_and_saves_an_adapter(tmp_path):

@@ -2,6 +2,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lora.adapter import load_adapter
@@ -112,5 +113,43 @@ def test_mlx_anchor_kl_matches_the_peft_objective(tmp_path):
                       batch_size=2, max_seq_len=32, learning_rate=5e-3, warmup_steps=0,
                       checkpoint_every=0, seed=1)
     r = train_mlx(DATA + [anchor], cfg, CHATML.render, model=model, tokenizer=tok,
+                  out_dir=tmp_path / "a", work_dir=tmp_path / "w")
+    assert r.steps == 2 and all(v == v and v > 0 for v in r.losses), r.losses
+
+
+@pytest.mark.slow
+@pytest.mark.mlx
+def test_mlx_answer_logprobs_match_peft_and_pairs_train(tmp_path):
+    """The odds-ratio term sees the same per-row answer log-probs on MLX as on peft (the Q4_1
+    file's MLX repack vs the F32 twin: close, not equal), and a run with a pair trains."""
+    pytest.importorskip("mlx.core")
+    import torch
+
+    import lora.peft_trainer as pt
+    from lora.dataset import Dataset, PreferencePair
+    from lora.mlx_trainer import _pad, answer_logprobs, train_mlx
+    from quant.gguf_mlx import load_gguf_model
+    from quant.gguf_torch import load_twin
+
+    pair = PreferencePair("fb1", "Is it going to rain?", "In short: yes.", "Nobody can say.", "Be brief.")
+    model, tok, _ = load_gguf_model(MODEL)
+    from lora.mlx_trainer import tokenize
+    from lora.training import encode
+
+    rows = [encode(lambda t, s: tokenize(tok, t, s), CHATML.render, e, 64) for e in pair.examples()]
+    m_lp = np.array(answer_logprobs(model, *_pad(rows, max(len(r[0]) for r in rows))))
+    twin, htok = load_twin(MODEL)
+    hrows = [pt.encode(htok, CHATML.render, e, 64) for e in pair.examples()]
+    assert [r[0] for r in hrows] == [r[0] for r in rows]  # the same token ids on both sides
+    pad = htok.pad_token_id if htok.pad_token_id is not None else htok.eos_token_id
+    with torch.no_grad():
+        p_lp = pt.answer_logprobs(twin, *pt.collate(hrows, pad, "cpu")).numpy()
+    np.testing.assert_allclose(m_lp, p_lp, atol=0.15)
+
+    ds = Dataset(train=DATA, holdout=[], pairs=[pair], fact_ids=["f"])
+    cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"), steps=2,
+                      batch_size=2, max_seq_len=48, learning_rate=5e-3, warmup_steps=0,
+                      checkpoint_every=0, seed=1, preference_weight=1.0)
+    r = train_mlx(ds, cfg, CHATML.render, model=model, tokenizer=tok,
                   out_dir=tmp_path / "a", work_dir=tmp_path / "w")
     assert r.steps == 2 and all(v == v and v > 0 for v in r.losses), r.losses

@@ -171,3 +171,49 @@ def test_anchor_kl_is_zero_without_an_update_and_pulls_back_towards_the_base(bas
 def test_anchor_kl_weight_is_validated():
     with pytest.raises(LoraError, match="anchor_kl"):
         TrainConfig(anchor_kl=-1)
+
+
+@pytest.mark.slow
+def test_odds_ratio_term_on_peft_raises_the_corrected_answer_over_the_rejected(base, tmp_path):
+    """answer_logprobs is minus the answer cross-entropy row by row; a few steps of the ORPO term
+    alone widen the log-odds margin of the corrected answer over the rejected one; and a run
+    with a preference pair trains through lora.loop with finite losses."""
+    import torch
+
+    from lora.dataset import Dataset, PreferencePair
+    from lora.loop import odds_ratio_loss
+    from lora.peft_trainer import answer_logprobs, batch_loss, collate, wrap
+
+    model, tok = base
+    pair = PreferencePair("fb1", "Is it going to rain?", "In short: yes, take an umbrella.",
+                          "Weather is a complex system and nobody can say.", "Be brief.")
+    chosen, rejected = (pt.encode(tok, CHATML.render, e, 64) for e in pair.examples())
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids, labels, mask = collate([chosen, rejected], pad, "cpu")
+    pm = wrap(model, TrainConfig(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"), seed=1))
+    pm.eval()
+    with torch.no_grad():
+        lp = answer_logprobs(pm, ids, labels, mask)
+        for i, row in enumerate((chosen, rejected)):
+            assert -lp[i].item() == pytest.approx(batch_loss(pm, *collate([row], pad, "cpu")).item(), rel=1e-4)
+
+    def margin():
+        with torch.no_grad():
+            v = answer_logprobs(pm, ids, labels, mask)
+        odds = v - torch.log1p(-torch.exp(v))
+        return (odds[0] - odds[1]).item()
+
+    before = margin()
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=5e-3)
+    for _ in range(4):
+        v = answer_logprobs(pm, ids, labels, mask)
+        loss = odds_ratio_loss(torch, v[:1], v[1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert margin() > before + 0.5, (before, margin())
+
+    ds = Dataset(train=[DATA[0]], holdout=[], pairs=[pair], fact_ids=["f"])
+    r = pt.train_peft(ds, TrainConfig(**{**CFG, "steps": 2, "preference_weight": 1.0}), CHATML.render,
+                      out_dir=tmp_path / "a", work_dir=tmp_path / "w", model=model, tokenizer=tok)
+    assert r.steps == 2 and all(v == v and v > 0 for v in r.losses), r.losses
