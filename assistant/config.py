@@ -108,7 +108,7 @@ class Settings:
         return cls(**values)
 
     def save(self, home: Path | None = None) -> Path:
-        from .files import atomic_write_text
+        from common.files import atomic_write_text
 
         home = home or data_dir()
         path = home / "settings.json"

@@ -56,7 +56,7 @@ def leaked_files(home: Path, texts: list[str]) -> list[str]:
 
 def _scrub_file(path: Path, texts: list[str]) -> bool:
     """Rewrite one text file without `texts`; returns whether it changed."""
-    from .files import atomic_write_text
+    from common.files import atomic_write_text
 
     try:
         raw = path.read_text(encoding="utf-8")

