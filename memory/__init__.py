@@ -6,13 +6,9 @@ active_facts, tombstoned_hashes. format_for_prompt renders recalled memories as 
 Heavy libraries (chromadb, sentence-transformers) load on first use, not on import.
 """
 
-import os as _os
+from common.threads import passive_openmp as _passive_openmp
 
-# OpenMP threads (torch and llama.cpp's ggml) spin while waiting by default. On 2 cores with any
-# other work running, that made a training step 7x and llama.cpp decode 8x slower (measured
-# under load average 8: decode 3 tok/s spinning vs 20-31 tok/s passive). Set before torch or
-# llama_cpp is imported; a user's own OMP_WAIT_POLICY wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_passive_openmp()  # before torch or llama_cpp is imported (why: common/threads.py)
 from .errors import MemoryStoreError
 from .facts import ExtractedFact, extract_facts
 from .recall import PROMPT_HEADER, Recalled, format_for_prompt
