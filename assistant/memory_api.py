@@ -1,4 +1,4 @@
-"""The library calls behind `reverie memory …` and `reverie bench memory`.
+"""The library calls behind `reverie memory …` (`reverie bench memory` runs bench/memory_bench.py).
 
 Owns: opening the memory store in the data directory, turning memory's domain errors into
 ReverieError, and shaping results as plain dicts for the CLI to print or dump as JSON.
@@ -112,27 +112,12 @@ def reindex(progress: Progress = None, home: Path | None = None) -> int:
 
 def import_conversation(path: Path, fmt: str = "locomo", progress: Progress = None,
                         home: Path | None = None) -> dict:
-    _check_format(fmt)
+    check_format(fmt)
     with _store(home, heal=True) as s:
         return s.import_locomo(Path(path), progress)
 
 
-def bench_memory(path: Path, fmt: str = "locomo", k: int = 10,
-                 log: Callable[[str], None] | None = None) -> dict:
-    """LoCoMo evidence recall@k for hybrid / vector / BM25 (fresh temporary stores)."""
-    from memory import MemoryStoreError
-
-    _check_format(fmt)
-    if k < 1:
-        raise ReverieError(f"--k must be at least 1, got {k}.")
-    from bench.memory_bench import run_locomo
-
-    try:
-        return run_locomo(Path(path), k, log)
-    except MemoryStoreError as e:
-        raise ReverieError(str(e)) from e
-
-
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
+    """ReverieError unless fmt is a conversation format we import (the LoCoMo benchmark's too)."""
     if fmt not in FORMATS:
         raise ReverieError(f"unknown format {fmt!r}; supported: {', '.join(FORMATS)}.")

@@ -302,9 +302,11 @@ def bench_memory(file: Path = typer.Argument(..., help="LoCoMo JSON file."),
                  k: int = typer.Option(10, "--k", "-k", min=1, help="Memories retrieved per question."),
                  json_out: bool = JsonOpt):
     """Evidence recall@k on LoCoMo QA (categories 1-4): hybrid vs vector vs BM25, and latency."""
-    from assistant.memory_api import bench_memory as run
+    from assistant.memory_api import check_format
+    from bench.memory_bench import run_locomo  # a benchmark: only the CLI calls into bench/
 
-    res = run(file, fmt, k, log=lambda m: typer.echo(m, err=True))
+    check_format(fmt)
+    res = run_locomo(file, k, log=lambda m: typer.echo(m, err=True))
     if json_out:
         return emit_json(res)
     typer.echo(f"{res['n_questions']} questions, {res['n_conversations']} conversation(s), k={k}")

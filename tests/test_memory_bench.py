@@ -46,3 +46,20 @@ def test_memory_scale_builds_once_and_reports_percentiles(tmp_path, fake_embedde
     again = scale.run(200, n_queries=5, root=tmp_path)
     assert again["build"]["cached"] is True
     assert (tmp_path / "emb-v0-s0.npy").exists()
+
+
+def test_cli_bench_memory_runs_the_benchmark_and_refuses_bad_input(tmp_path, fake_embedder):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([LOCOMO_SAMPLE]))
+    r = CliRunner().invoke(app, ["bench", "memory", str(path), "--k", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["recall_at_k"]["bm25"] == 1.0
+    r = CliRunner().invoke(app, ["bench", "memory", str(path), "--format", "csv"])
+    assert r.exit_code == 1 and "unknown format 'csv'" in r.output and "Traceback" not in r.output
+    (tmp_path / "bad.json").write_text("{}")
+    r = CliRunner().invoke(app, ["bench", "memory", str(tmp_path / "bad.json")])
+    assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
