@@ -6,6 +6,8 @@ from pathlib import Path
 
 
 def _ledger(home: Path):
+    """The ledger, opened for one call: callers use it as `with _ledger(home) as ledger:` so it
+    is closed when the call is done (the rows returned are plain data)."""
     from memory.ledger import Ledger
 
     return Ledger(home)
@@ -14,40 +16,46 @@ def _ledger(home: Path):
 def feedback_list(home: Path, kind: str | None = None, limit: int = 50):
     from memory.feedback import FeedbackLog
 
-    return FeedbackLog(_ledger(home)).list(kind, limit)
+    with _ledger(home) as ledger:
+        return FeedbackLog(ledger).list(kind, limit)
 
 
 def feedback_get(home: Path, fid: str):
     from memory.feedback import FeedbackLog
 
-    return FeedbackLog(_ledger(home)).get(fid)
+    with _ledger(home) as ledger:
+        return FeedbackLog(ledger).get(fid)
 
 
 def feedback_remove(home: Path, fid: str):
     from memory.feedback import FeedbackLog
 
-    return FeedbackLog(_ledger(home)).remove(fid)
+    with _ledger(home) as ledger:
+        return FeedbackLog(ledger).remove(fid)
 
 
 def adapters_list(home: Path):
     from memory.adapters_ledger import AdapterLedger
 
-    return AdapterLedger(_ledger(home)).list()
+    with _ledger(home) as ledger:
+        return AdapterLedger(ledger).list()
 
 
 def adapter_get(home: Path, aid: str):
     from memory.adapters_ledger import AdapterLedger
 
-    return AdapterLedger(_ledger(home)).get(aid)
+    with _ledger(home) as ledger:
+        return AdapterLedger(ledger).get(aid)
 
 
 def adapter_promote(home: Path, aid: str):
     from memory.adapters_ledger import AdapterLedger
 
-    led = AdapterLedger(_ledger(home))
-    row = led.get(aid)
-    check_adapter_files(home, row)
-    return led.promote(row.id)
+    with _ledger(home) as ledger:
+        led = AdapterLedger(ledger)
+        row = led.get(aid)
+        check_adapter_files(home, row)
+        return led.promote(row.id)
 
 
 def check_adapter_files(home: Path, row) -> None:
@@ -112,13 +120,14 @@ def adapter_rollback(home: Path, model: str | None = None):
     from .errors import ReverieError
 
     name = Registry(home).get(model).name
-    led = AdapterLedger(_ledger(home))
-    cur = led.promoted(name)
-    if cur is None:
-        raise ReverieError(f"no promoted adapter for {name}; nothing to roll back.")
-    if cur.parent:
-        return led.promote(cur.parent)
-    led.demote_all(name)
+    with _ledger(home) as ledger:
+        led = AdapterLedger(ledger)
+        cur = led.promoted(name)
+        if cur is None:
+            raise ReverieError(f"no promoted adapter for {name}; nothing to roll back.")
+        if cur.parent:
+            return led.promote(cur.parent)
+        led.demote_all(name)
     return None
 
 
@@ -136,7 +145,8 @@ def adapter_diff(home: Path, a: str, b: str) -> dict:
 def adapter_remove(home: Path, aid: str):
     from memory.adapters_ledger import AdapterLedger
 
-    row = AdapterLedger(_ledger(home)).remove(aid)
+    with _ledger(home) as ledger:
+        row = AdapterLedger(ledger).remove(aid)
     if row.path and Path(row.path).is_dir():
         shutil.rmtree(row.path, ignore_errors=True)
     return row

@@ -108,6 +108,12 @@ class Ledger:
     def close(self) -> None:
         self.db.conn.close()
 
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- conversations ----------------------------------------------------------------------
     def new_conversation(self, title: str = "", model: str = "", meta: str = "{}") -> str:
         cid = new_id("conv")
