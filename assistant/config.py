@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import ReverieError
@@ -60,7 +60,9 @@ class Settings:
     # "What is the capital of France?" in French.
     system_prompt: str = "You are reverie, a helpful AI assistant running privately on the user's device."
     memory: bool = True
-    extra: dict = field(default_factory=dict)
+    # After `reverie sleep` promotes an adapter, bake it into its base model at this type ("Q8_0",
+    # "same", ...; `sleep --merge` overrides it); "" or "none" keeps serving it as a runtime LoRA.
+    merge_on_promote: str = ""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -79,6 +81,9 @@ class Settings:
                                f"{self.repeat_penalty!r}; 1.1-1.3 keeps answers from looping")
         if not isinstance(self.loop_stop, bool):
             raise ReverieError(f"loop_stop must be true or false, got {self.loop_stop!r}")
+        if not isinstance(self.merge_on_promote, str):
+            raise ReverieError(f"merge_on_promote must be a quantization type such as \"Q8_0\", or "
+                               f"\"none\", got {self.merge_on_promote!r}")
 
     def generation_config(self):
         """The chat's GenerationConfig: greedy, these settings' length, penalty and loop stop."""
@@ -97,6 +102,7 @@ class Settings:
                 values = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise ReverieError(f"{path} is not valid JSON ({e}); fix or delete it.") from e
+            values = _upgrade(values)
             known = {f.name for f in fields(cls)}
             unknown = set(values) - known
             if unknown:
@@ -108,9 +114,22 @@ class Settings:
         return cls(**values)
 
     def save(self, home: Path | None = None) -> Path:
+        """Write every setting (a file from before a setting existed is upgraded on save)."""
         from common.files import atomic_write_text
 
         home = home or data_dir()
         path = home / "settings.json"
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
+
+
+def _upgrade(values: dict) -> dict:
+    """settings.json as older versions wrote it, in today's terms. merge_on_promote used to live
+    in an untyped "extra" dict (nothing else in it was ever read): lift it out, drop the rest."""
+    if not isinstance(values, dict) or "extra" not in values:
+        return values
+    values = dict(values)
+    extra = values.pop("extra")
+    if isinstance(extra, dict) and "merge_on_promote" in extra and "merge_on_promote" not in values:
+        values["merge_on_promote"] = str(extra["merge_on_promote"] or "")
+    return values

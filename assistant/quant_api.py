@@ -291,7 +291,7 @@ def merge_on_promotion(home: Path, model: str, adapter_id: str, gguf: Path | str
     from .config import Settings
 
     if not qtype:
-        qtype = str(Settings.load(home).extra.get("merge_on_promote", "") or "")
+        qtype = Settings.load(home).merge_on_promote
     if not qtype or qtype.lower() in ("none", "off", "no"):
         return {}
     from quant.errors import QuantError

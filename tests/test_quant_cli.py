@@ -167,7 +167,7 @@ def test_merge_on_promotion_setting_and_option(tmp_path, home):
     ad = _adapter(tmp_path / "adapter.gguf")
     base = str(tmp_path / "tiny.gguf")
     assert quant_api.merge_on_promotion(home, base, "v1", ad) == {}  # no option, no setting
-    Settings(extra={"merge_on_promote": "Q8_0"}).save(home)
+    Settings(merge_on_promote="Q8_0").save(home)
     assert quant_api.merge_on_promotion(home, base, "v1", ad, "none") == {}
     logs = []
     r = quant_api.merge_on_promotion(home, base, "v1", ad, log=logs.append)
