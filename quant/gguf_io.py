@@ -49,10 +49,16 @@ def open_gguf(path: Path | str):
 
 
 def field_value(reader, key: str, default=None):
-    """A metadata value as a Python str/int/float/bool/list, or default when absent."""
+    """A metadata value as a Python str/int/float/bool/list, or default when absent. The one
+    key/value decoder (the registry's model summary and the LoRA reader use it too); a string
+    that is not valid UTF-8 (a damaged chat template) decodes with replacement characters."""
     f = reader.fields.get(key)
     if f is None:
         return default
+    from gguf import GGUFValueType
+
+    if f.types == [GGUFValueType.STRING]:
+        return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
     return f.contents()
 
 

@@ -206,19 +206,20 @@ def write_lora_gguf(path: Path | str, arch: str, pairs: dict[str, tuple[np.ndarr
 
 # --- does it fit ------------------------------------------------------------------------------
 def check_fits(lora: GGUFLora, base_shapes: dict[str, tuple[int, ...]], path, model_name: str = "",
-               arch: str | None = None) -> None:
+               arch: str | None = None, unit: str = "tensor") -> None:
     """QuantError naming every LoRA pair with no base tensor or the wrong (out, in), and an
-    architecture that differs from `arch` (when given)."""
+    architecture that differs from `arch` (when given). The one fit check: promotion, merge and
+    both runtimes call it (the MLX runtime with its layers' shapes under GGUF names, unit="layer")."""
     who = model_name or "this model"
     if arch and lora.arch and lora.arch != arch:
-        raise QuantError(f"adapter {path} was made for architecture {lora.arch!r}, but {who} is "
-                         f"{arch!r}; use it with the model it was trained on.")
+        raise QuantError(f"adapter {path} is for a {lora.arch} model (architecture {lora.arch!r}), "
+                         f"but {who} is {arch!r}; use it with the model it was trained on.")
     problems = []
     for base, (a, b) in lora.tensors.items():
         have = base_shapes.get(base + ".weight")
         got = (a.shape[0], b.shape[0]) if _is_embd(base) else (b.shape[0], a.shape[1])
         if have is None:
-            problems.append(f"{base} has no matching tensor in the model")
+            problems.append(f"{base} has no matching {unit} in the model")
         elif tuple(have) != got:
             problems.append(f"{base} adapts a {got} weight, the model's is {tuple(have)}")
     if problems:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .chat_format import ChatFormat
 from .errors import QuantError
-from .gguf_lora import GGUFLora, read_gguf_lora
+from .gguf_lora import GGUFLora, check_fits, read_gguf_lora
 from .gguf_mlx import load_gguf_model, load_mlx_dir, require_mlx
 from .registry import ModelInfo
 from .runtime import GenerationConfig, Runtime
@@ -185,6 +185,7 @@ def _apply_gguf_lora(model, config: dict, lora: GGUFLora, path) -> None:
     """Wrap each targeted linear in an mlx-lm LoRALinear holding the file's A/B (scale alpha/r,
     as llama.cpp applies it). Every mismatch with the loaded model is listed at once."""
     import mlx.core as mx
+    import mlx.nn as nn
     from mlx.utils import tree_unflatten
     from mlx_lm.tuner.lora import LoRALinear
 
@@ -192,32 +193,26 @@ def _apply_gguf_lora(model, config: dict, lora: GGUFLora, path) -> None:
 
     arch = (config.get("reverie_source") or {}).get("arch") or {"gemma3_text": "gemma3"}.get(
         config.get("model_type"), config.get("model_type", ""))
-    if lora.arch and arch and lora.arch != arch:
-        raise QuantError(f"adapter {path} is for a {lora.arch} model, the loaded model is {arch}; "
-                         "use an adapter trained on this base model.")
     modules = dict(model.named_modules())
-    problems, wrapped = [], []
-    for base, (a, b) in lora.tensors.items():
+    layers, shapes = {}, {}
+    for base in lora.tensors:
         target = mlx_name(arch, base + ".weight")
         name = target.rsplit(".", 1)[0] if target else None
         linear = modules.get(name) if name else None
-        if linear is None or not hasattr(linear, "weight"):
-            problems.append(f"{base} has no matching layer in the model")
-            continue
+        if not isinstance(linear, (nn.Linear, nn.QuantizedLinear)):
+            continue  # check_fits names it: only a linear layer takes a LoRALinear
         out_dims, in_dims = linear.weight.shape
-        if hasattr(linear, "bits"):
+        if isinstance(linear, nn.QuantizedLinear):
             in_dims = in_dims * 32 // linear.bits
-        if (b.shape[0], a.shape[1]) != (out_dims, in_dims):
-            problems.append(f"{base} adapts a ({b.shape[0]}, {a.shape[1]}) weight, the model's is "
-                            f"({out_dims}, {in_dims})")
-            continue
+        layers[base], shapes[base + ".weight"] = (name, linear), (out_dims, in_dims)
+    check_fits(lora, shapes, path, arch=arch, unit="layer")  # every mismatch at once
+    wrapped = []
+    for base, (a, b) in lora.tensors.items():
+        name, linear = layers[base]
         rank = a.shape[0]
         lin = LoRALinear.from_base(linear, r=rank, dropout=0.0, scale=lora.alpha / rank)
         # ours: A (r, in), B (out, r); mlx-lm computes (x @ lora_a) @ lora_b
         lin.lora_a = mx.array(np.ascontiguousarray(a.T))
         lin.lora_b = mx.array(np.ascontiguousarray(b.T))
         wrapped.append((name, lin))
-    if problems:
-        raise QuantError(f"adapter {path} does not fit this model: " + "; ".join(problems[:8])
-                         + ("; ..." if len(problems) > 8 else "") + ". Was it trained on this base model?")
     model.update_modules(tree_unflatten(wrapped))

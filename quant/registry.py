@@ -146,35 +146,21 @@ def gguf_summary(path: Path) -> dict:
 def _read_summary(path: Path) -> dict:
     from gguf import GGUFReader
 
+    from .gguf_io import arch_of, field_value, file_type_name
+
     try:
         r = GGUFReader(str(path))
     except Exception as e:  # gguf raises assorted errors on damaged files
         raise QuantError(f"cannot read GGUF metadata from {path}: {e}; the file may be truncated.") from e
 
-    def field(name):
-        f = r.fields.get(name)
-        if f is None:
-            return None
-        v = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(v).decode("utf-8", "replace")
-        return v.tolist()[0] if hasattr(v, "tolist") else v
-
-    ft = field("general.file_type")
-    try:
-        from gguf import LlamaFileType
-
-        ft_name = LlamaFileType(ft).name.replace("MOSTLY_", "") if ft is not None else ""
-    except ValueError:
-        ft_name = str(ft)
     tensors = r.tensors
     if tensors:
         last = tensors[-1]
         end = int(last.data_offset) + int(last.n_bytes)
         if end > path.stat().st_size:
             raise QuantError(f"{path} is truncated ({path.stat().st_size} of {end} bytes).")
-    return {"arch": field("general.architecture") or "", "file_type": ft_name,
-            "chat_template": field("tokenizer.chat_template") or ""}
+    return {"arch": arch_of(r), "file_type": file_type_name(r),
+            "chat_template": field_value(r, "tokenizer.chat_template") or ""}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -96,3 +96,27 @@ def test_f32_dequantized_default_model_generates_same_tokens(tmp_path):
     want = greedy(base)
     assert len(set(want)) > 3  # a real answer, not one token repeated
     assert greedy(out) == want
+
+
+def test_field_value_is_the_one_decoder_the_registry_uses_too(tmp_path):
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    from quant.registry import _read_summary
+
+    write_tiny_model(tmp_path / "tiny.gguf")
+    r = gguf_io.open_gguf(tmp_path / "tiny.gguf")
+    assert _read_summary(tmp_path / "tiny.gguf") == {
+        "arch": gguf_io.arch_of(r), "file_type": gguf_io.file_type_name(r),
+        "chat_template": gguf_io.field_value(r, "tokenizer.chat_template")}
+    assert gguf_io.file_type_name(r) == "Q8_0" and gguf_io.arch_of(r) == "llama"
+    assert gguf_io.field_value(r, "tokenizer.ggml.tokens")[4] == "é"
+    assert gguf_io.field_value(r, "llama.block_count") == 1
+    assert gguf_io.field_value(r, "no.such.key", "dflt") == "dflt"
+    w = GGUFWriter(str(tmp_path / "bad.gguf"), "llama")
+    w.add_key_value("tokenizer.chat_template", b"ok \xff", GGUFValueType.STRING)  # not UTF-8
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert gguf_io.field_value(GGUFReader(str(tmp_path / "bad.gguf")), "tokenizer.chat_template") == "ok \ufffd"
+    assert _read_summary(tmp_path / "bad.gguf")["chat_template"] == "ok \ufffd"
