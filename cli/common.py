@@ -13,21 +13,6 @@ from pathlib import Path
 import typer
 
 
-def domain_errors() -> tuple[type[BaseException], ...]:
-    """Every library's user-facing exception type (imported lazily: some live in heavy packages)."""
-    from assistant.errors import ReverieError
-
-    errs: list[type[BaseException]] = [ReverieError]
-    for mod, names in (("quant.errors", ["QuantError"]), ("memory.ledger", ["LedgerError"]),
-                       ("memory.errors", ["MemoryStoreError"]), ("lora.errors", ["LoraError"])):
-        try:
-            m = __import__(mod, fromlist=names)
-        except ImportError:
-            continue
-        errs += [getattr(m, n) for n in names if hasattr(m, n)]
-    return tuple(errs)
-
-
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
@@ -64,6 +49,8 @@ def handle_errors(fn):
             gone = data_dir_gone()
             if gone:  # whatever broke, the cause is that the data dir went away under us
                 fail(wiped_message(gone))
+            from assistant.errors import domain_errors  # the one list, the API server's too
+
             if isinstance(e, domain_errors()):
                 fail(str(e))
             full = disk_full(e)

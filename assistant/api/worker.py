@@ -23,6 +23,8 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from assistant.errors import domain_errors
+
 from .schema import ApiError, ChatRequest
 
 REMEMBERED = 4096  # conversations and completion ids kept for continuation and feedback
@@ -77,14 +79,6 @@ def adapter_label(path: str | None) -> str:
         return "none"
     p = Path(path)
     return p.parent.name if p.name == "adapter.gguf" else str(p)
-
-
-def _domain_errors() -> tuple[type[BaseException], ...]:
-    from assistant.errors import ReverieError
-    from memory.ledger import LedgerError
-    from quant.errors import QuantError
-
-    return (ReverieError, QuantError, LedgerError)
 
 
 class ModelWorker:
@@ -167,7 +161,7 @@ class ModelWorker:
             spec = self._default_spec if name == self.default_model else name
             new = ChatSession(self.home, model=spec, backend=self.backend, threads=self.threads,
                               record=False)
-        except _domain_errors() as e:
+        except domain_errors() as e:
             raise ApiError(503, f"model {name!r} cannot be loaded: {e}", "model",
                            "model_unavailable") from e
         if self._session is not None:
@@ -209,7 +203,7 @@ class ModelWorker:
                                             "when it is back.", code="shutting_down"))
         except ApiError as e:
             job.emit("error", e)
-        except _domain_errors() as e:
+        except domain_errors() as e:
             job.emit("error", ApiError(503, str(e), code="assistant_error"))
         except Exception as e:  # noqa: BLE001 - reported to the client, traceback to the log
             traceback.print_exc(file=sys.stderr)
