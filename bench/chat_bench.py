@@ -47,6 +47,7 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
     from quant.runtime import default_threads
 
     threads = threads or default_threads()
+    load_before = os.getloadavg()  # the machine is shared: a result says how busy it was
     home = Path(tempfile.mkdtemp(prefix="reverie-bench-"))
     os.environ.setdefault("REVERIE_HOME", str(home))
     session = ChatSession(home, model=model, backend="llama.cpp", use_memory=False,
@@ -100,6 +101,9 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
         "raw_llama_cpp": {"tokens_per_s_median": med(ref, "tokens_per_s"), "ttft_s_median": med(ref, "ttft_s"),
                           "tokens_median": med(ref, "tokens")},
     }
+    out["load_average_before"] = [round(x, 2) for x in load_before]
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    out["cpus"] = os.cpu_count()
     out["ratio_tokens_per_s"] = out["reverie"]["tokens_per_s_median"] / out["raw_llama_cpp"]["tokens_per_s_median"]
     out["ratio_ttft"] = out["reverie"]["ttft_s_median"] / out["raw_llama_cpp"]["ttft_s_median"]
     if adapter:
