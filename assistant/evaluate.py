@@ -41,7 +41,11 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
                    home: Path | None = None, gate_general: int = 60, gate_texts: int = 5,
-                   facts_per_night: int = 0, strategy: str = "retrain") -> dict:
+                   facts_per_night: int = 0, strategy: str = "retrain",
+                   preferences_path: str | Path | None = None) -> dict:
+    """With preferences_path the nights also teach habits (assistant.habit_eval): each night the
+    user states that night's preferences and /fixes their demos beside telling the facts, and the
+    four arms are scored on both: personal_acc and preference_acc from the same adapter."""
     from lora.metrics import (FactOutcome, accuracy_matrix, backward_transfer, bootstrap_ci,
                               matrix_to_lists, paired_bootstrap_ci)
     from memory.adapters_ledger import AdapterLedger
@@ -50,8 +54,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     from .chat import ChatSession
     from quant.registry import sha256_file
 
-    from .gate_eval import BaseCache, Probe, ask_probes, forgetting
-    from .probes import (bundled_general_mc, bundled_general_text, bundled_persona_demo,
+    from .gate_eval import BaseCache, Probe, answers_known, ask_probes, forgetting
+    from .probes import (bundled_general_facts, bundled_general_mc, bundled_general_text, bundled_persona_demo,
                          load_multiple_choice, load_persona)
     from .runtime_api import open_runtime
     from .services import Services
@@ -72,14 +76,20 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     if not items:
         items = bundled_general_mc()[:general_limit]
     texts = bundled_general_text()
-    max_night = max(f.night for f in facts)
+    habits = []
+    if preferences_path is not None:
+        from .habits import load_habits
+
+        habits = load_habits(preferences_path)
+    max_night = max([f.night for f in facts] + [h.night for h in habits])
     nights = nights or max_night
     if nights < 1:
         raise ReverieError("--nights must be at least 1.")
     home = Path(home or tempfile.mkdtemp(prefix="reverie-eval-"))
     os.environ["REVERIE_HOME"] = str(home)
     log(f"isolated data dir {home}; {len(facts)} facts over {nights} night(s); {len(items)} general items")
-    exclude = tuple(q for f in facts for q in f.questions)
+    exclude = tuple(q for f in facts for q in f.questions) + tuple(
+        p.prompt for h in habits for p in h.probes)
 
     session = ChatSession(home, backend="llama.cpp", use_memory=True, use_adapter=False)
     sp = session.system_prompt
@@ -95,6 +105,13 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         session.new()
         for f in tonight:
             session.command(f"/remember {f.statement}")
+        if habits:
+            from .habit_eval import tell_habits
+
+            said = [h for h in habits if h.night == night]
+            tell_habits(session, said)
+            log(f"night {night}: {len(said)} preferences stated, "
+                f"{sum(len(h.demos) for h in said)} answers corrected")
         # the gate inside sleep uses a lighter general probe than the final report
         out = run_sleep(home, nightly_options(exclude, steps=steps, force=True, strategy=strategy,
                                               learning_rate=learning_rate, gate_general=gate_general,
@@ -102,6 +119,11 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                         log=log, on_train=on_train)
         sleeps.append({"night": night, "status": out.status, "message": out.message,
                        "adapter": out.adapter_id, "gate": out.gate})
+        if habits and out.status == "rejected":  # preference arms chat with the served adapter
+            from .habit_eval import serve_anyway
+
+            serve_anyway(home, out.adapter_id)
+            sleeps[-1]["served_anyway"] = True
         log(f"night {night}: sleep → {out.message}")
         taught = [f for f in facts if f.night <= night]
         probes = [Probe(f.id, q, f.answer, f.aliases) for f in taught for q in f.questions]
@@ -129,7 +151,13 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             for fid, acc in r.by_fact().items():
                 outcomes[arm].append(FactOutcome(fid, night_of[fid], night, acc))
         per_night.append({"night": night, **{a: r.acc for a, r in res.items()}})
-        last = {"res": res, "base_rt": base_rt, "ad_rt": ad_rt, "gguf": gguf}
+        prefs = None
+        if habits:
+            from .habit_eval import score_preferences
+
+            prefs = score_preferences(home, [h for h in habits if h.night <= night], night, log)
+            per_night[-1]["preference_acc"] = {a: v["preference_acc"] for a, v in prefs.items()}
+        last = {"res": res, "base_rt": base_rt, "ad_rt": ad_rt, "gguf": gguf, "prefs": prefs}
         if night < nights:
             base_rt.close()
             if ad_rt is not None:
@@ -141,6 +169,10 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     fg = forgetting(base_rt, ad_rt or base_rt, items, texts, cache=cache)
     gb, ga = fg.general_base, fg.general_adapted
     ppl_b, ppl_a, kl = fg.drift.ppl_base, fg.drift.ppl_adapted, fg.drift.kl
+    log("general questions (the gate's bundled factual set), base and adapter")
+    fq = bundled_general_facts()
+    fqb = answers_known(base_rt, fq, sp, cache=cache)
+    fqa = answers_known(ad_rt, fq, sp) if ad_rt is not None else fqb
     mem_bytes = _dir_bytes(home / "chroma") + (home / "ledger.db").stat().st_size
     ad_bytes = Path(last["gguf"]).stat().st_size if last["gguf"] else 0
     arms = {}
@@ -153,16 +185,24 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             "personal_acc": r.acc, "personal_ci": bootstrap_ci([float(c) for c in r.correct]).to_list(),
             "general_acc": general.acc, "general_acc_norm": general.acc_norm,
             "general_ci": bootstrap_ci([float(c) for c in general.correct]).to_list(),
+            "general_factual_acc": sum(fqa if arm.startswith("adapter") else fqb) / len(fq),
             "prompt_tokens": sum(r.prompt_tokens) / len(r.prompt_tokens),
             "ttft_s": sorted(r.ttft_s)[len(r.ttft_s) // 2],
             "tokens_per_s": sorted(r.tokens_per_s)[len(r.tokens_per_s) // 2],
             "disk_bytes": (mem_bytes if "memory" in arm else 0) + (ad_bytes if arm.startswith("adapter") else 0),
         }
+    if last.get("prefs"):
+        for arm, v in last["prefs"].items():
+            if arm in arms:
+                arms[arm]["preference_acc"] = v["preference_acc"]
+                arms[arm]["per_preference"] = v["per_preference"]
     R = {a: matrix_to_lists(accuracy_matrix(o, nights)) for a, o in outcomes.items() if o}
     bwt = {a: backward_transfer(accuracy_matrix(o, nights)) for a, o in outcomes.items() if o}
     delta_ci = paired_bootstrap_ci([float(c) for c in ga.correct], [float(c) for c in gb.correct]).to_list()
     results = {
         "arms": arms, "general_acc_delta": ga.acc - gb.acc, "general_acc_delta_ci": delta_ci,
+        "general_factual_delta": (sum(fqa) - sum(fqb)) / len(fq), "n_factual": len(fq),
+        "factual_lost": [q.question for q, b, a in zip(fq, fqb, fqa) if b and not a],
         "kl_drift": kl, "ppl_ratio": ppl_a / ppl_b if ppl_b else None,
         "ppl_base": ppl_b, "ppl_adapter": ppl_a,
         "bwt": bwt.get("adapter"), "bwt_by_arm": bwt, "R": R, "per_night": per_night,
@@ -171,6 +211,11 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         "data_dir": str(home),
         "disk_bytes": ad_bytes, "memory_disk_bytes": mem_bytes,
     }
+    if habits:
+        from .habit_eval import superseded
+
+        results["n_preferences"] = len([h for h in habits if h.night <= nights])
+        results["superseded_preferences"] = superseded([h for h in habits if h.night <= nights])
     base_rt.close()
     if ad_rt is not None:
         ad_rt.close()

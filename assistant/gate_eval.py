@@ -128,6 +128,52 @@ def ask_probes(runtime, probes: Sequence[Probe], system_prompt: str, max_tokens:
     return res
 
 
+FACTUAL_MAX_TOKENS = 24  # bundled factual answers name the answer within ~16 tokens (0.47 of 0.50)
+
+
+def answers_known(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_MAX_TOKENS,
+                  cache: BaseCache | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[bool]:
+    """Per bundled factual item (assistant.probes.FactualItem): does the greedy answer, laid out
+    as chat lays it out, name the item's answer? Decoding stops two pieces after the answer has
+    been named (a number must not run on into a longer one), so a known answer costs ~10 tokens,
+    not max_tokens; the verdict is the one the whole answer would get. With a cache (base model
+    only) an item asked before is not asked again."""
+    from quant.runtime import GenerationConfig
+
+    from .probes import personal_correct
+    from .prompting import messages_for
+
+    if cache is not None and runtime.adapter_path:
+        raise ValueError("the base-result cache is only for the base model.")
+    cfg = GenerationConfig(max_tokens=max_tokens)
+    out = []
+    for i, it in enumerate(items):
+        prompt = runtime.format_chat(messages_for(system_prompt, it.question, ""))
+        key = cache.key("factual", runtime.backend, max_tokens, prompt, it.answer,
+                        list(it.aliases)) if cache is not None else ""
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            text, after = "", -1
+            for piece in runtime.stream(prompt, cfg):
+                text += piece
+                if after < 0 and personal_correct(text, it.answer, it.aliases):
+                    after = 0
+                elif after >= 0:
+                    after += 1
+                    if after >= 2:
+                        break
+            hit = bool(personal_correct(text, it.answer, it.aliases))
+            if cache is not None:
+                cache.put(key, hit)
+        out.append(bool(hit))
+        if progress:
+            progress(i + 1)
+    if cache is not None:
+        cache.save()
+    return out
+
+
 @dataclass
 class GeneralResult:
     acc: float

@@ -31,11 +31,74 @@ def tell_habits(session, habits) -> None:
             session.command(f"/fix {answer}")
 
 
+def serve_anyway(home: Path, adapter_id: str) -> None:
+    """An experiment measures what training did: a candidate the gate rejected is served for the
+    night's scoring all the same (chat serves the promoted adapter), and the report says so."""
+    from memory.adapters_ledger import AdapterLedger
+    from memory.ledger import Ledger
+
+    ledger = Ledger(home)
+    try:
+        AdapterLedger(ledger).promote(adapter_id)
+    finally:
+        ledger.close()
+
+
+def superseded(habits) -> dict[str, str]:
+    """{older habit id: the newer habit id that replaced it}, by the product's own rule
+    (memory.preferences: one opening, one sign-off, one form of address, one length rule at a
+    time; the newer one wins). A replaced habit's probes are no longer expected to be followed."""
+    from memory.preferences import extract_preferences
+
+    owner: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for h in sorted(habits, key=lambda h: h.night):  # stable: file order within a night
+        for p in extract_preferences(h.statement):
+            if owner.get(p.subject, h.id) != h.id:
+                out[owner[p.subject]] = h.id
+            owner[p.subject] = h.id
+    return out
+
+
+def score_preferences(home: Path, taught, night: int, log: Log) -> dict:
+    """Every probe of the habits taught so far (those a newer habit replaced excepted), asked in
+    a fresh chat in each of the four arms with the chat's own sampling; {arm: {preference_acc,
+    per_preference rows with an example answer, adapter}}."""
+    from .chat import ChatSession
+    from .habits import follows
+
+    gone = superseded(taught)
+    live = [h for h in taught if h.id not in gone]
+    arms = {}
+    for arm, memory, adapter in ARMS:
+        s = ChatSession(home, backend="llama.cpp", use_memory=memory, use_adapter=adapter,
+                        max_tokens=MAX_TOKENS, record=False)
+        try:
+            rows = {}
+            for h in live:
+                answers = []
+                for p in h.probes:
+                    s.new()
+                    answers.append(s.send(p.prompt).answer)
+                rows[h.id] = {"followed": sum(follows(a, p) for a, p in zip(answers, h.probes)),
+                              "probes": len(h.probes), "example": answers[0]}
+            for old, new in gone.items():
+                rows[old] = {"followed": 0, "probes": 0, "superseded_by": new}
+            n = sum(r["probes"] for r in rows.values())
+            arms[arm] = {"preference_acc": sum(r["followed"] for r in rows.values()) / n if n else 0.0,
+                         "per_preference": rows,
+                         "adapter": s.runtime.adapter_path if adapter else None}
+        finally:
+            s.close()
+        log(f"night {night}: {arm} preference_acc {arms[arm]['preference_acc']:.3f}")
+    return arms
+
+
 def run_habits(path: Path | str, nights: int | None = None, home: Path | None = None,
                log: Log = print, steps: int = 0, on_train=None, learning_rate: float = 0.0) -> dict:
     from .chat import ChatSession
     from .evaluate import nightly_options
-    from .habits import follows, load_habits
+    from .habits import load_habits
     from .sleep import run_sleep
 
     habits = load_habits(path)
@@ -61,41 +124,15 @@ def run_habits(path: Path | str, nights: int | None = None, home: Path | None = 
                         log=log, on_train=on_train)
         sleeps.append({"night": night, "status": out.status, "message": out.message,
                        "style": out.dataset.get("style"), "gate": out.gate})
-        if out.status == "rejected":  # the experiment measures what training did (as run_experiment)
-            from memory.adapters_ledger import AdapterLedger
-            from memory.ledger import Ledger
-
-            ledger = Ledger(home)
-            try:
-                AdapterLedger(ledger).promote(out.adapter_id)
-            finally:
-                ledger.close()
+        if out.status == "rejected":
+            serve_anyway(home, out.adapter_id)
             sleeps[-1]["served_anyway"] = True
         log(f"night {night}: sleep → {out.message}")
-        taught = [h for h in habits if h.night <= night]
-        arms = {}
-        for arm, memory, adapter in ARMS:
-            s = ChatSession(home, backend="llama.cpp", use_memory=memory, use_adapter=adapter,
-                            max_tokens=MAX_TOKENS, record=False)
-            try:
-                rows = {}
-                for h in taught:
-                    answers = []
-                    for p in h.probes:
-                        s.new()
-                        answers.append(s.send(p.prompt).answer)
-                    rows[h.id] = {"followed": sum(follows(a, p) for a, p in zip(answers, h.probes)),
-                                  "probes": len(h.probes), "example": answers[0]}
-                n = sum(r["probes"] for r in rows.values())
-                arms[arm] = {"preference_acc": sum(r["followed"] for r in rows.values()) / n,
-                             "per_preference": rows,
-                             "adapter": s.runtime.adapter_path if adapter else None}
-            finally:
-                s.close()
-            log(f"night {night}: {arm} preference_acc {arms[arm]['preference_acc']:.3f}")
+        arms = score_preferences(home, [h for h in habits if h.night <= night], night, log)
         per_night.append({"night": night, "arms": arms})
     final = per_night[-1]["arms"]
     return {"arms": {a: {"preference_acc": v["preference_acc"]} for a, v in final.items()},
             "per_night": per_night, "sleeps": sleeps, "data_dir": str(home),
+            "superseded": superseded([h for h in habits if h.night <= nights]),
             "n_preferences": len([h for h in habits if h.night <= nights]),
             "seconds": round(time.time() - t0, 1)}

@@ -255,6 +255,33 @@ def bundled_general_text() -> list[str]:
     return load_texts(bundled_path("general_text.txt"))
 
 
+@dataclass(frozen=True)
+class FactualItem:
+    """A short general question with its answer: does the model still know what everyone knows."""
+    question: str
+    answer: str
+    aliases: tuple[str, ...] = ()
+
+
+def load_factual(path: Path | str) -> list[FactualItem]:
+    """{"q", "a", "aliases"} lines; a missing field is a line-numbered ReverieError."""
+    out = []
+    for n, row in read_jsonl(path, "factual probe file"):
+        q, a, al = row.get("q"), row.get("a"), row.get("aliases", [])
+        if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip() \
+                or not isinstance(al, list) or not all(isinstance(x, str) for x in al):
+            raise ReverieError(f"{path}:{n}: a factual probe needs \"q\" and \"a\" (text) and "
+                               "optional \"aliases\" (a list of texts).")
+        out.append(FactualItem(q.strip(), a.strip(), tuple(al)))
+    return out
+
+
+def bundled_general_facts() -> list[FactualItem]:
+    """320 short general questions written for reverie (none from any benchmark): the gate's
+    check that an adapter still answers what the base model answered (France -> Paris)."""
+    return load_factual(bundled_path("general_facts.jsonl"))
+
+
 def bundled_persona_demo() -> list[PersonaFact]:
     return load_persona(bundled_path("persona_demo.jsonl"))
 

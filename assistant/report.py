@@ -79,12 +79,56 @@ def _arms(results: dict) -> list[tuple[str, dict]]:
     return [(a, arms[a] or {}) for a in ordered]
 
 
+def _has_preferences(results: dict) -> bool:
+    return any("preference_acc" in (arm or {}) for _, arm in _arms(results))
+
+
+def _columns(results: dict) -> tuple[str, ...]:
+    if not _has_preferences(results):
+        return COLUMNS
+    return COLUMNS[:3] + ("preference",) + COLUMNS[3:]
+
+
 def _rows(results: dict) -> list[list[str]]:
-    return [[name, _fmt(arm.get("personal_acc")), _fmt_ci(arm.get("personal_ci")),
-             _fmt(arm.get("general_acc")), _fmt_ci(arm.get("general_ci")),
-             _fmt(arm.get("prompt_tokens"), ".0f"), _fmt(arm.get("ttft_s"), ".2f"),
-             _fmt(arm.get("tokens_per_s"), ".1f")]
+    prefs = _has_preferences(results)
+    return [[name, _fmt(arm.get("personal_acc")), _fmt_ci(arm.get("personal_ci"))]
+            + ([_fmt(arm.get("preference_acc"))] if prefs else [])
+            + [_fmt(arm.get("general_acc")), _fmt_ci(arm.get("general_ci")),
+               _fmt(arm.get("prompt_tokens"), ".0f"), _fmt(arm.get("ttft_s"), ".2f"),
+               _fmt(arm.get("tokens_per_s"), ".1f")]
             for name, arm in _arms(results)]
+
+
+def _preference_rows(results: dict) -> list[str]:
+    """Markdown: per preference, probes followed in each arm and an example answer per arm; the
+    preferences a newer one replaced, named."""
+    arms = [(a, v) for a, v in _arms(results) if isinstance(v.get("per_preference"), dict)]
+    if not arms:
+        return []
+    ids = list(arms[0][1]["per_preference"])
+    out = ["", "## Preferences (final night)", "",
+           "| preference | " + " | ".join(a for a, _ in arms) + " |",
+           "|---|" + "---:|" * len(arms)]
+    for pid in ids:
+        cells = []
+        for _, v in arms:
+            r = v["per_preference"].get(pid, {})
+            cells.append("replaced" if r.get("superseded_by") else f"{r.get('followed', 0)}/{r.get('probes', 0)}")
+        out.append(f"| {_cell(pid)} | " + " | ".join(cells) + " |")
+    gone = results.get("superseded_preferences") or {}
+    if gone:
+        out += ["", "Contradictory preferences: the newer one wins (as in chat), so the older one's "
+                "probes are not scored:"]
+        out += [f"- {_cell(old)} was replaced by {_cell(new)}" for old, new in gone.items()]
+    out += ["", "### Example answers (first probe of each preference)", ""]
+    for pid in ids:
+        if arms[0][1]["per_preference"].get(pid, {}).get("superseded_by"):
+            continue
+        out += [f"**{_cell(pid)}**", ""]
+        out += [f"- {a}: {_cell((v['per_preference'].get(pid) or {}).get('example', ''))[:300]}"
+                for a, v in arms]
+        out.append("")
+    return out
 
 
 def _summary(results: dict) -> list[tuple[str, str]]:
@@ -94,8 +138,12 @@ def _summary(results: dict) -> list[tuple[str, str]]:
         lo, hi = _ci(results["general_acc_delta_ci"])
         delta_s += f" [{lo * 100:+.1f}, {hi * 100:+.1f}]"
     bwt = _num(results.get("bwt"))
+    fdelta = _num(results.get("general_factual_delta"))
+    factual = [] if fdelta is None else [(
+        f"general questions change, adapter vs base (n={_fmt(results.get('n_factual'), '.0f')})",
+        f"{fdelta * 100:+.1f} points")]
     return [
-        ("general accuracy change, adapter vs base", delta_s),
+        ("general accuracy change, adapter vs base", delta_s), *factual,
         ("KL drift (base ‖ adapter), nats/token", _fmt(results.get("kl_drift"), ".4f")),
         ("perplexity ratio (adapter / base)", _fmt(results.get("ppl_ratio"), ".3f")),
         ("backward transfer (BWT)", "—" if bwt is None else f"{bwt * 100:+.1f} points"),
@@ -120,8 +168,9 @@ def _matrices(results: dict) -> dict[str, list]:
 
 def render_table(results: dict) -> str:
     """A plain-text table aligned for a terminal, followed by the one-number metrics."""
-    rows = [list(COLUMNS)] + _rows(results)
-    widths = [max(len(r[k]) for r in rows) for k in range(len(COLUMNS))]
+    cols = _columns(results)
+    rows = [list(cols)] + _rows(results)
+    widths = [max(len(r[k]) for r in rows) for k in range(len(cols))]
     lines = []
     for i, r in enumerate(rows):
         # first column left-aligned, numbers right-aligned so decimals line up
@@ -146,9 +195,11 @@ def render_markdown(results: dict, images: dict[str, str] | None = None) -> str:
     n, secs = _num(results.get("n_facts")), _num(results.get("seconds"))
     if n is not None or secs is not None:
         out += [f"{_fmt(n, '.0f')} personal facts, {_fmt(secs, '.1f')} s of wall time.", ""]
-    out += ["## Arms", "", "| " + " | ".join(COLUMNS) + " |",
-            "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    cols = _columns(results)
+    out += ["## Arms", "", "| " + " | ".join(cols) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in _rows(results)]
+    out += _preference_rows(results)
     out += ["", "Accuracies are fractions of probes answered correctly; intervals are 95% "
             "percentile bootstrap intervals over probe items.", "", "## Drift and forgetting", "",
             "| metric | value |", "|---|---:|"]

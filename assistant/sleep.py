@@ -43,6 +43,9 @@ class SleepOptions:
     general_texts: list | None = None
     eval_probes: list | None = None  # Probe list for personal recall; default: held-back phrasings
     max_general: int = 60
+    # bundled short general questions (assistant/data/general_facts.jsonl) the adapter must still
+    # answer where the base did; None: the bundled set, cut to $REVERIE_GATE_FACTUAL items if set
+    factual_items: list | None = None
     max_probes: int = 64  # held-back questions asked by the gate (facts new tonight first)
     phrasings_per_fact: int = 4
     merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
@@ -340,7 +343,9 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                    metrics["general_base"], metrics["general_adapted"],
                                    metrics.get("ppl_ratio"), metrics.get("bwt"),
                                    tuple(metrics["general_base_correct"]),
-                                   tuple(metrics["general_adapted_correct"])), gcfg)
+                                   tuple(metrics["general_adapted_correct"]),
+                                   tuple(metrics["factual_base_correct"]),
+                                   tuple(metrics["factual_adapted_correct"])), gcfg)
         adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
                      trainer=opts.trainer, model=model.name, base_sha256=model_sha,
                      dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
@@ -401,7 +406,7 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
                        system_prompt: str, promoted, log: Log, cache=None) -> dict:
     from quant.runtime import load_runtime
 
-    from .gate_eval import ask_probes, forgetting
+    from .gate_eval import answers_known, ask_probes, forgetting
     from .probes import bundled_general_mc, bundled_general_text
 
     trained_q = {m["content"] for e in dataset.train for m in e.messages if m["role"] == "user"}
@@ -411,6 +416,7 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
     items = opts.general_items if opts.general_items is not None else bundled_general_mc()
     items = items[: opts.max_general]
     texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()
+    facts_q = opts.factual_items if opts.factual_items is not None else gate_factual_items()
     ad_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads, adapter=gguf_path)
     try:
         log(f"  personal recall: {len(probes)} held-back questions, base (cached per model) and adapter")
@@ -419,6 +425,12 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         log(f"  general ability and drift: {len(items)} multiple-choice items, {len(texts)} general texts")
         fg = forgetting(base_rt, ad_rt, items, texts, cache=cache)
         gb, ga, d = fg.general_base, fg.general_adapted, fg.drift
+        log(f"  general questions: {len(facts_q)} short answers, base (cached per model) and adapter "
+            "on those the base knew")
+        fqb = answers_known(base_rt, facts_q, system_prompt, cache=cache)
+        known = [it for it, ok in zip(facts_q, fqb) if ok]
+        kept = iter(answers_known(ad_rt, known, system_prompt))
+        fqa = [next(kept) if ok else None for ok in fqb]  # only what the base knew can be lost
         bwt = None
         if promoted is not None and Path(promoted.gguf).exists():
             old_probes = [p for p in probes if p.fact_id in old_ids]
@@ -439,12 +451,33 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
          "general_adapted_correct": [bool(c) for c in ga.correct],
          "ppl_base": d.ppl_base, "ppl_adapted": d.ppl_adapted, "ppl_ratio": d.ppl_ratio,
          "kl_drift": d.kl, "bwt": bwt,
+         "n_factual": len(facts_q), "factual_base": sum(fqb) / len(fqb) if fqb else None,
+         "factual_lost": sum(1 for b, a in zip(fqb, fqa) if b and not a),
+         "factual_base_correct": fqb, "factual_adapted_correct": fqa,
+         "factual_lost_examples": [it.question for it, b, a in zip(facts_q, fqb, fqa) if b and not a][:10],
          "per_fact_adapted": pa.by_fact(), "per_fact_base": pb.by_fact(),
          "examples": [{"q": p.question, "expected": p.answer, "base": b, "adapter": a}
                       for p, b, a in list(zip(probes, pb.answers, pa.answers))[:10]]}
     log(f"personal {pb.acc:.2f} → {pa.acc:.2f} · general {gb.acc:.3f} → {ga.acc:.3f} · "
-        f"ppl ratio {m['ppl_ratio']:.3f} · KL {d.kl:.4f}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
+        f"ppl ratio {m['ppl_ratio']:.3f} · KL {d.kl:.4f} · general questions lost "
+        f"{m['factual_lost']} of {sum(fqb)}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
     return m
+
+
+def gate_factual_items():
+    """The bundled factual probes the gate asks: all of them, or the first
+    $REVERIE_GATE_FACTUAL (the test suite asks a few; every night otherwise asks all 320)."""
+    import os
+
+    from .probes import bundled_general_facts
+
+    items = bundled_general_facts()
+    n = os.environ.get("REVERIE_GATE_FACTUAL", "").strip()
+    if n:
+        if not n.isdigit():
+            raise ReverieError(f"REVERIE_GATE_FACTUAL must be a number of items, got {n!r}.")
+        items = items[: int(n)]
+    return items
 
 
 def cached_sha256(home: Path, path: Path, sha_fn) -> str:
@@ -493,9 +526,14 @@ def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
              f"| personal recall (held-back phrasings, n={m.get('n_probes')}) | {m.get('personal_base', 0):.3f} | {m.get('personal_adapted', 0):.3f} |",
              f"| general accuracy (n={m.get('n_general')}) | {m.get('general_base', 0):.3f} | {m.get('general_adapted', 0):.3f} |",
              f"| perplexity | {m.get('ppl_base', 0):.2f} | {m.get('ppl_adapted', 0):.2f} |",
+             f"| general questions answered (n={m.get('n_factual')}; adapter asked only those the "
+             f"base answered) | {m.get('factual_base') or 0:.3f} | lost {m.get('factual_lost', 0)} |",
              "", f"KL drift {m.get('kl_drift', 0):.4f}; BWT " + (
                  "— (no earlier adapter to compare)" if m.get("bwt") is None
                  else f"{m['bwt'] * 100:+.1f} points"), "", "## Gate", ""]
     lines += [f"- {'pass' if c['passed'] else 'FAIL'}: {c['message']}" for c in outcome.gate.get("checks", [])]
+    if m.get("factual_lost_examples"):
+        lines += ["", "General questions the base answered and the adapter no longer does:", ""]
+        lines += [f"- {q}" for q in m["factual_lost_examples"]]
     atomic_write_text(d / "report.md", "\n".join(lines) + "\n")
     return d

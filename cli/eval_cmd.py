@@ -29,15 +29,17 @@ def eval_(
 ):
     """Run the whole experiment in an isolated data dir: each night tell that night's facts,
     sleep, and score base / memory / adapter / adapter+memory on the same probes.
+    With --preferences and --facts: the same nights also teach habits (state them, /fix their
+    demos) and every arm is scored on preference_acc beside personal_acc.
     With --scenario: play a scenario's days, nights and forgets, then score the same four arms
     on its probes, with leaks of forgotten texts in answers and on disk."""
     for p in [facts, *general, scenario, preferences]:
         if p is not None and not p.exists():
             fail(f"{p} does not exist")
-    if preferences is not None:
-        if facts is not None or general or scenario is not None:
-            fail("--preferences runs the habit experiment on its own for now; leave out --facts, "
-                 "--general and --scenario.")
+    if preferences is not None and facts is None:
+        if general or scenario is not None:
+            fail("--preferences alone runs the habit experiment; add --facts FILE to run it "
+                 "together with the facts experiment (then --general applies), and leave out --scenario.")
         from assistant.habit_eval import run_habits
 
         res = run_habits(preferences, nights=nights, log=lambda s: typer.echo(s, err=True),
@@ -67,7 +69,7 @@ def eval_(
 
     res = run_experiment(facts, list(general), nights, out, log=lambda s: typer.echo(s, err=True),
                          general_limit=general_limit, steps=steps, on_train=train_progress,
-                         learning_rate=learning_rate)
+                         learning_rate=learning_rate, preferences_path=preferences)
     if json_out:
         emit_json(res)
     else:

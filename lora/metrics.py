@@ -239,10 +239,15 @@ class GateConfig:
     # 1-point budget rejects on one unlucky item; KL and perplexity catch small real drift.
     # 0 = the point estimate decides.
     general_confidence: float = 0.9
+    # Short general questions the base model answered (greedy, the bundled factual set): the
+    # adapter may lose at most this percentage of them. A count, not a confidence bound: the
+    # answers are deterministic, and losing what everyone knows ("capital of France") is the
+    # damage users notice first.
+    max_factual_lost_pct: float = 3.0
 
     def __post_init__(self):
         for name in ("min_personal_gain_points", "max_general_drop_points", "max_ppl_ratio",
-                     "min_bwt_points", "general_confidence"):
+                     "min_bwt_points", "general_confidence", "max_factual_lost_pct"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise MetricsError(f"GateConfig.{name} must be a finite number, got {v!r}.")
@@ -258,6 +263,9 @@ class GateConfig:
         if not 0 <= self.general_confidence < 1:
             raise MetricsError("GateConfig.general_confidence must be in [0, 1) (0 = point estimate), "
                                f"got {self.general_confidence}.")
+        if not 0 <= self.max_factual_lost_pct <= 100:
+            raise MetricsError("GateConfig.max_factual_lost_pct must be in [0, 100] percent, "
+                               f"got {self.max_factual_lost_pct}.")
         if not -100 <= self.min_bwt_points <= 0:
             raise MetricsError(f"GateConfig.min_bwt_points must be in [-100, 0] points, "
                                f"got {self.min_bwt_points}.")
@@ -276,6 +284,10 @@ class GateInputs:
     # per-item correctness on the general probe, same items in the same order (optional)
     general_base_correct: tuple | None = None
     general_adapted_correct: tuple | None = None
+    # per bundled factual item: did the base answer it, and does the adapter (same order; an
+    # item the base did not answer may be None: only answers the base knew can be lost)
+    factual_base_correct: tuple | None = None
+    factual_adapted_correct: tuple | None = None
 
 
 @dataclass
@@ -348,6 +360,20 @@ def gate(inputs: GateInputs, config: GateConfig | None = None) -> GateResult:
                f"at {cfg.general_confidence:.0%} confidence it is at least {bound:.1f} points, "
                f"{'within' if ok else 'over'} the {cfg.max_general_drop_points:g}-point budget")
     checks.append(GateCheck("general_drop", drop, cfg.max_general_drop_points, ok, msg))
+
+    fb, fa = inputs.factual_base_correct, inputs.factual_adapted_correct
+    if fb is not None and fa is not None:
+        if len(fb) != len(fa):
+            raise MetricsError(f"per-item factual results differ in length ({len(fb)} vs {len(fa)}); "
+                               "ask base and adapter the same items.")
+        known = sum(1 for b in fb if b)
+        lost = sum(1 for b, a in zip(fb, fa) if b and not a)
+        pct = 100.0 * lost / known if known else 0.0
+        ok = pct <= cfg.max_factual_lost_pct + 1e-9
+        checks.append(GateCheck(
+            "factual_lost", pct, cfg.max_factual_lost_pct, ok,
+            f"lost {lost} of the {known} general questions the base model answered ({pct:.1f}%), "
+            f"{'within' if ok else 'over'} the {cfg.max_factual_lost_pct:g}% budget"))
 
     if inputs.ppl_ratio is not None:
         r = float(inputs.ppl_ratio)

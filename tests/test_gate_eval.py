@@ -78,3 +78,63 @@ def test_general_ability_from_cache_equals_scoring(tmp_path):
     assert len(rt.asked) == n + 2  # only item 3's two choices were scored
     assert (whole.acc, whole.acc_norm, whole.correct) == (plain.acc, plain.acc_norm, plain.correct)
     assert part.correct == plain.correct[:2]
+
+
+class StreamFake:
+    """Streams a fixed answer piece by piece and counts the pieces the caller pulled."""
+    backend = "fake"
+
+    def __init__(self, answers, adapter_path=None):
+        self.answers, self.adapter_path, self.pulled, self.asked = answers, adapter_path, 0, []
+
+    def format_chat(self, messages):
+        return messages[-1]["content"]
+
+    def stream(self, prompt, cfg):
+        self.asked.append(prompt)
+        for piece in self.answers[prompt]:
+            self.pulled += 1
+            yield piece
+
+
+def test_general_questions_stop_decoding_once_answered_and_score_like_the_whole_answer(tmp_path):
+    from assistant.gate_eval import answers_known
+    from assistant.probes import FactualItem
+
+    items = [FactualItem("What is the capital of France?", "Paris"),
+             FactualItem("What is 12 times 12?", "144", ("one hundred forty-four",)),
+             FactualItem("Who painted the Mona Lisa?", "Leonardo da Vinci", ("Leonardo",))]
+    answers = {items[0].question: ["The", " capital", " is", " Paris", ".", " It", " is", " big", " and", " old"],
+               items[1].question: ["It", " is", " 14", "4", "."],  # "14" alone must not pass
+               items[2].question: ["A", " famous", " painter", "."]}
+    rt = StreamFake(answers)
+    assert answers_known(rt, items, "sys") == [True, True, False]
+    assert rt.pulled == 6 + 5 + 4  # France stopped two pieces after "Paris"; the others ran out
+    # a number that runs on into a longer one is not the answer
+    rt = StreamFake({items[1].question: ["It", " is", " 144", "0", " exactly"]})
+    assert answers_known(rt, items[1:2], "sys") == [False]
+    cache = BaseCache.for_model(tmp_path, "ab" * 32)
+    rt = StreamFake(answers)
+    answers_known(rt, items, "sys", cache=cache)
+    again = StreamFake(answers)
+    assert answers_known(again, items, "sys", cache=BaseCache.for_model(tmp_path, "ab" * 32)) == [True, True, False]
+    assert again.asked == []  # the base's answers were cached
+    with pytest.raises(ValueError, match="only for the base model"):
+        answers_known(StreamFake(answers, adapter_path="a.gguf"), items, "sys", cache=cache)
+
+
+def test_gate_factual_items_bundled_and_cut_by_the_environment(monkeypatch):
+    from assistant.errors import ReverieError
+    from assistant.probes import bundled_general_facts
+    from assistant.sleep import gate_factual_items
+
+    every = bundled_general_facts()
+    assert len(every) >= 300 and len({it.question for it in every}) == len(every)
+    assert any(it.question == "What is the capital of France?" and it.answer == "Paris" for it in every)
+    monkeypatch.setenv("REVERIE_GATE_FACTUAL", "5")
+    assert gate_factual_items() == every[:5]
+    monkeypatch.delenv("REVERIE_GATE_FACTUAL")
+    assert gate_factual_items() == every
+    monkeypatch.setenv("REVERIE_GATE_FACTUAL", "many")
+    with pytest.raises(ReverieError, match="REVERIE_GATE_FACTUAL"):
+        gate_factual_items()

@@ -194,3 +194,22 @@ def test_gate_config_and_inputs_validated():
         GateConfig(max_general_drop_points=float("nan"))
     with pytest.raises(MetricsError, match="personal_adapted"):
         gate(GateInputs(0.2, 1.3, 0.5, 0.5))
+
+
+def test_gate_factual_check_counts_answers_the_base_knew_and_the_adapter_lost():
+    base = (True,) * 100 + (False,) * 60  # the base answered 100 of 160 short questions
+    three = (False,) * 3 + (True,) * 97 + (None,) * 60  # 3 lost; base-wrong items not asked
+    r = gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=three))
+    assert r.passed, r.reasons
+    check = next(c for c in r.checks if c.name == "factual_lost")
+    assert check.value == pytest.approx(3.0)
+    assert "lost 3 of the 100 general questions the base model answered (3.0%)" in check.message
+    four = (False,) * 4 + (True,) * 96 + (True,) * 60  # gains elsewhere do not buy losses back
+    r = gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=four))
+    assert not r.passed and "lost 4 of the 100" in r.reasons[0] and "over the 3% budget" in r.reasons[0]
+    assert gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=four),
+                GateConfig(max_factual_lost_pct=5)).passed
+    with pytest.raises(MetricsError, match="factual results differ in length"):
+        gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=base[:5]))
+    with pytest.raises(MetricsError, match="max_factual_lost_pct"):
+        GateConfig(max_factual_lost_pct=-1)

@@ -89,7 +89,37 @@ def test_eval_preferences_bad_input_is_a_clear_error(tmp_path):
     assert r.exit_code == 1 and "does not exist" in r.output
     f = tmp_path / "p.jsonl"
     f.write_text('{"id": "a", "statement": "Say hi.", "probes": [{"prompt": "q", "must_match": ["("]}]}\n')
+    # with --facts both files are checked before anything runs, each with its own line errors
     r = runner.invoke(app, ["eval", "--preferences", str(f), "--facts", str(f)])
-    assert r.exit_code == 1 and "on its own" in r.output
+    assert r.exit_code == 1 and "p.jsonl:1: missing field 'night'" in r.output
+    r = runner.invoke(app, ["eval", "--preferences", str(f), "--scenario", str(f)])
+    assert r.exit_code == 1 and "leave out --scenario" in r.output
     r = runner.invoke(app, ["eval", "--preferences", str(f)])
     assert r.exit_code == 1 and "p.jsonl:1: must_match regex '(' does not compile" in r.output
+
+
+def test_contradictory_preferences_the_newer_wins_and_the_report_says_so():
+    from assistant.habit_eval import superseded
+    from assistant.habits import Habit
+    from assistant.report import render_markdown, render_table
+
+    probe = (HabitProbe("q", ("x",)),)
+    habits = [Habit("open-short", 1, "From now on, start every answer with 'In short:'.", (), probe),
+              Habit("km", 1, "Always give distances in km.", (), probe),
+              Habit("open-tldr", 2, "From now on, start every answer with 'TL;DR:'.", (), probe)]
+    assert superseded(habits) == {"open-short": "open-tldr"}
+    assert superseded(habits[:2]) == {}
+    rows = {"km": {"followed": 1, "probes": 2, "example": "It is 5 km."},
+            "open-tldr": {"followed": 2, "probes": 2, "example": "TL;DR: yes."},
+            "open-short": {"followed": 0, "probes": 0, "superseded_by": "open-tldr"}}
+    arm = {"personal_acc": 0.5, "preference_acc": 0.75, "per_preference": rows}
+    res = {"arms": {"memory": arm, "adapter": {**arm, "preference_acc": 0.9}},
+           "general_factual_delta": -0.00625, "n_factual": 320,
+           "superseded_preferences": superseded(habits)}
+    md = render_markdown(res)
+    assert "| arm | personal | 95% CI | preference |" in md and "| 0.900 |" in md
+    assert "| open-short | replaced | replaced |" in md and "| km | 1/2 | 1/2 |" in md
+    assert "open-short was replaced by open-tldr" in md and "TL;DR: yes." in md
+    table = render_table(res)
+    assert "preference" in table.splitlines()[0] and "general questions change" in table
+    assert "-0.6 points" in table

@@ -244,3 +244,44 @@ def test_forget_after_a_night_reaches_the_served_adapter_and_every_file(reverie_
     # the next night retrains without it: Biscuit is still there to learn
     dry = run_sleep(reverie_home, _opts(dry_run=True), log=lambda _: None)
     assert dry.status == "dry-run" and dry.dataset["facts"] == 1
+
+
+# a week's worth of what a user says about themselves (written here, not from ../shared/data)
+PERSONA = ["My sister is called Ingrid.", "I work as a glassblower.", "My cat is named Pepper.",
+           "I was born in Lisbon.", "My favourite food is ramen.", "I drive a green Volvo.",
+           "My daughter plays the cello.", "I am allergic to peanuts."]
+
+
+def test_a_night_on_persona_facts_keeps_the_general_answers_the_base_knew(reverie_home, anchors):
+    """The France regression (issue 15): an adapter trained the default way on persona facts
+    once answered "What is the capital of France?" with "L'Étoile…" and was promoted. Now the
+    gate asks bundled general questions; the promoted adapter must still answer those the base
+    answered (within the gate's budget), and France exactly."""
+    from assistant.config import Settings
+    from assistant.probes import bundled_general_facts
+    from memory.adapters_ledger import AdapterLedger
+    from memory.ledger import Ledger
+    from quant.registry import Registry
+    from quant.runtime import GenerationConfig, load_runtime
+
+    _seed(reverie_home, anchors)
+    store = MemoryStore(reverie_home)
+    for f in PERSONA:
+        store.add_fact(f)
+    items = bundled_general_facts()[:40]
+    assert any("capital of France" in it.question for it in items)
+    out = run_sleep(reverie_home, _opts(steps=0, factual_items=items), log=lambda _: None)
+    assert out.status == "promoted", out.message
+    check = next(c for c in out.gate["checks"] if c["name"] == "factual_lost")
+    assert check["passed"] and out.metrics["n_factual"] == 40, check
+    assert sum(out.metrics["factual_base_correct"]) >= 15  # the base knows enough of them to matter
+    promoted = AdapterLedger(Ledger(reverie_home)).promoted(Registry(reverie_home).get().name)
+    rt = load_runtime(Registry(reverie_home).get(), "llama.cpp", n_ctx=512, threads=2,
+                      adapter=promoted.gguf)
+    try:
+        text, _ = rt.chat([{"role": "system", "content": Settings.load(reverie_home).system_prompt},
+                           {"role": "user", "content": "What is the capital of France?"}],
+                          GenerationConfig(max_tokens=24))
+    finally:
+        rt.close()
+    assert "Paris" in text, text
