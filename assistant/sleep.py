@@ -438,11 +438,10 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
                 prev_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads,
                                        adapter=promoted.gguf)
                 try:
-                    before = ask_probes(prev_rt, old_probes, system_prompt).acc
+                    before = ask_probes(prev_rt, old_probes, system_prompt)
                 finally:
                     prev_rt.close()
-                after = sum(ok for p, ok in zip(probes, pa.correct) if p.fact_id in old_ids) / len(old_probes)
-                bwt = after - before
+                bwt = gate_bwt(before.by_fact(), {f: v for f, v in pa.by_fact().items() if f in old_ids})
     finally:
         ad_rt.close()
     m = {"n_probes": len(probes), "personal_base": pb.acc, "personal_adapted": pa.acc,
@@ -462,6 +461,17 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         f"ppl ratio {m['ppl_ratio']:.3f} · KL {d.kl:.4f} · general questions lost "
         f"{m['factual_lost']} of {sum(fqb)}" + (f" · BWT {bwt:+.2f}" if bwt is not None else ""))
     return m
+
+
+def gate_bwt(before: dict[str, float], after: dict[str, float]) -> float:
+    """Backward transfer as `reverie eval` defines it (lora.metrics.backward_transfer over the
+    accuracy matrix), on the two nights the gate sees: row 1 the promoted adapter, row 2 tonight's
+    candidate; column 1 the facts the promoted adapter was trained on. Per fact, then averaged."""
+    from lora.metrics import FactOutcome, accuracy_matrix, backward_transfer
+
+    outcomes = [FactOutcome(f, 1, 1, v) for f, v in before.items()]
+    outcomes += [FactOutcome(f, 1, 2, v) for f, v in after.items()]
+    return backward_transfer(accuracy_matrix(outcomes, 2))
 
 
 def gate_factual_items():

@@ -213,3 +213,14 @@ def test_gate_factual_check_counts_answers_the_base_knew_and_the_adapter_lost():
         gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=base[:5]))
     with pytest.raises(MetricsError, match="max_factual_lost_pct"):
         GateConfig(max_factual_lost_pct=-1)
+
+
+def test_the_gate_and_the_eval_share_one_bwt():
+    """sleep's gate measures BWT on two nights (the promoted adapter, tonight's candidate) with
+    the same function the eval applies to its whole accuracy matrix."""
+    from assistant.sleep import gate_bwt
+
+    before = {"f1": 1.0, "f2": 0.5, "f3": 1.0}
+    after = {"f1": 0.5, "f2": 0.5, "f3": 1.0}
+    R = [[sum(before.values()) / 3, float("nan")], [sum(after.values()) / 3, 1.0]]
+    assert gate_bwt(before, after) == pytest.approx(backward_transfer(R)) == pytest.approx(-0.5 / 3)
