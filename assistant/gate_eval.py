@@ -132,13 +132,27 @@ FACTUAL_MAX_TOKENS = 24  # bundled factual answers name the answer within ~16 to
 
 
 def answers_known(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_MAX_TOKENS,
-                  cache: BaseCache | None = None,
+                  cache: BaseCache | None = None, reference: Sequence[str | None] | None = None,
                   progress: Callable[[int], None] | None = None) -> list[bool]:
     """Per bundled factual item (assistant.probes.FactualItem): does the greedy answer, laid out
-    as chat lays it out, name the item's answer? Decoding stops two pieces after the answer has
-    been named (a number must not run on into a longer one), so a known answer costs ~10 tokens,
-    not max_tokens; the verdict is the one the whole answer would get. With a cache (base model
-    only) an item asked before is not asked again."""
+    as chat lays it out, name the item's answer? See known_answers, which also returns the
+    answer text each verdict rests on."""
+    return [ok for ok, _ in known_answers(runtime, items, system_prompt, max_tokens, cache,
+                                          reference, progress)]
+
+
+def known_answers(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_MAX_TOKENS,
+                  cache: BaseCache | None = None, reference: Sequence[str | None] | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[tuple[bool, str]]:
+    """(verdict, answer text) per item. Decoding stops two pieces after the answer has been
+    named (a number must not run on into a longer one), so a known answer costs ~10 tokens, not
+    max_tokens; the verdict is the one the whole answer would get.
+
+    `reference`: another model's answer texts that named the answer (the base's, for the gate).
+    Where this model's greedy next token, teacher-forced along that text, is the text's own
+    token at every position, it would write the same words: one forward pass answers the item
+    instead of a decode. Anywhere else (or with another tokenization) it decodes as usual.
+    With a cache (base model only) an item asked before is not asked again."""
     from quant.runtime import GenerationConfig
 
     from .probes import personal_correct
@@ -153,6 +167,9 @@ def answers_known(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_
         key = cache.key("factual", runtime.backend, max_tokens, prompt, it.answer,
                         list(it.aliases)) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
+        ref = reference[i] if reference is not None else None
+        if hit is None and ref and _writes(runtime, prompt, ref):
+            hit = [True, ref]
         if hit is None:
             text, after = "", -1
             for piece in runtime.stream(prompt, cfg):
@@ -163,15 +180,29 @@ def answers_known(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_
                     after += 1
                     if after >= 2:
                         break
-            hit = bool(personal_correct(text, it.answer, it.aliases))
+            hit = [bool(personal_correct(text, it.answer, it.aliases)), text]
             if cache is not None:
                 cache.put(key, hit)
-        out.append(bool(hit))
+        out.append((bool(hit[0]), hit[1]))
         if progress:
             progress(i + 1)
     if cache is not None:
         cache.save()
     return out
+
+
+def _writes(runtime, prompt: str, text: str) -> bool:
+    """Would greedy decoding after `prompt` write `text`? Teacher-forced: the argmax after every
+    prefix is the next token of prompt + text (one forward pass, the prompt's KV reused)."""
+    import numpy as np
+
+    p = runtime.tokenize(prompt, add_bos=True)
+    t = runtime.tokenize(text, add_bos=False)
+    if not t:
+        return False
+    logits = runtime.logits(p + t)
+    return bool(np.array_equal(np.argmax(logits[len(p) - 1: len(p) + len(t) - 1], axis=-1),
+                               np.array(t)))
 
 
 @dataclass

@@ -406,7 +406,7 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
                        system_prompt: str, promoted, log: Log, cache=None) -> dict:
     from quant.runtime import load_runtime
 
-    from .gate_eval import answers_known, ask_probes, forgetting
+    from .gate_eval import answers_known, ask_probes, forgetting, known_answers
     from .probes import bundled_general_mc, bundled_general_text
 
     trained_q = {m["content"] for e in dataset.train for m in e.messages if m["role"] == "user"}
@@ -427,9 +427,11 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         gb, ga, d = fg.general_base, fg.general_adapted, fg.drift
         log(f"  general questions: {len(facts_q)} short answers, base (cached per model) and adapter "
             "on those the base knew")
-        fqb = answers_known(base_rt, facts_q, system_prompt, cache=cache)
-        known = [it for it, ok in zip(facts_q, fqb) if ok]
-        kept = iter(answers_known(ad_rt, known, system_prompt))
+        based = known_answers(base_rt, facts_q, system_prompt, cache=cache)
+        fqb = [ok for ok, _ in based]
+        known = [(it, text) for it, (ok, text) in zip(facts_q, based) if ok]
+        kept = iter(answers_known(ad_rt, [it for it, _ in known], system_prompt,
+                                  reference=[text for _, text in known]))
         fqa = [next(kept) if ok else None for ok in fqb]  # only what the base knew can be lost
         bwt = None
         if promoted is not None and Path(promoted.gguf).exists():

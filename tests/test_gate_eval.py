@@ -138,3 +138,40 @@ def test_gate_factual_items_bundled_and_cut_by_the_environment(monkeypatch):
     monkeypatch.setenv("REVERIE_GATE_FACTUAL", "many")
     with pytest.raises(ReverieError, match="REVERIE_GATE_FACTUAL"):
         gate_factual_items()
+
+
+class ForcedFake(StreamFake):
+    """Characters are tokens; its greedy continuation of any prompt is `says`."""
+
+    def __init__(self, answers, says):
+        super().__init__(answers, adapter_path="a.gguf")
+        self.says, self.forced = says, 0
+
+    def tokenize(self, text, add_bos=True):
+        return ([0] if add_bos else []) + [ord(c) for c in text]
+
+    def logits(self, ids):
+        import numpy as np
+
+        self.forced += 1
+        prompt_len = len(self.tokenize(next(iter(self.answers))))  # one question per fake
+        out = np.zeros((len(ids), 200), np.float32)
+        for j in range(len(ids)):
+            k = j - prompt_len + 1  # position j predicts the k-th character after the prompt
+            if 0 <= k < len(self.says):
+                out[j, ord(self.says[k])] = 1.0
+        return out
+
+
+def test_a_reference_answer_the_adapter_would_write_costs_one_forward_pass():
+    from assistant.gate_eval import answers_known
+    from assistant.probes import FactualItem
+
+    item = FactualItem("Capital of France?", "Paris")
+    pieces = {item.question: ["It", " is", " Lyon", "."]}
+    same = ForcedFake(pieces, "The capital is Paris. It")
+    assert answers_known(same, [item], "sys", reference=["The capital is Paris. It"]) == [True]
+    assert same.forced == 1 and same.asked == []  # no decode
+    other = ForcedFake(pieces, "It is Lyon.")
+    assert answers_known(other, [item], "sys", reference=["The capital is Paris. It"]) == [False]
+    assert other.forced == 1 and other.asked == [item.question]  # forced check failed: decoded
