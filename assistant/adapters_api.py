@@ -69,7 +69,7 @@ def check_adapter_files(home: Path, row) -> None:
     from quant.registry import Registry, sha256_file
 
     from .errors import ReverieError
-    from .sleep import cached_sha256
+    from common.files import cached_sha256
 
     gguf = Path(row.gguf) if row.gguf else None
     if gguf is None or not gguf.is_file():

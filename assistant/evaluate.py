@@ -23,20 +23,6 @@ def _dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file()) if Path(p).exists() else 0
 
 
-def nightly_options(exclude_questions, steps: int = 0, force: bool = False,
-                    strategy: str = "retrain", learning_rate: float = 0.0,
-                    gate_general: int = 60, gate_texts: int = 5):
-    """The `sleep` an evaluation runs each night: the probe questions are never trained on, and the
-    gate inside sleep uses a lighter general probe than the final report (shared with scenario.py)."""
-    from .probes import bundled_general_mc, bundled_general_text
-    from .sleep import SleepOptions
-
-    return SleepOptions(exclude_questions=tuple(exclude_questions), steps=steps, force=force,
-                        strategy=strategy, learning_rate=learning_rate,
-                        general_items=bundled_general_mc()[:gate_general],
-                        general_texts=bundled_general_text()[:gate_texts])
-
-
 def run_experiment(facts_path: str | Path | None = None, general_paths: list | None = None,
                    nights: int | None = None, out_dir: Path | None = None, log: Log = print,
                    general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
@@ -59,7 +45,9 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                          load_multiple_choice, load_persona)
     from .runtime_api import open_runtime
     from .services import Services
-    from .sleep import cached_sha256, run_sleep
+    from common.files import cached_sha256
+
+    from .sleep import nightly_options, run_sleep
 
     t0 = time.time()
     facts = load_persona(facts_path) if facts_path else bundled_persona_demo()
@@ -128,25 +116,26 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         taught = [f for f in facts if f.night <= night]
         probes = [Probe(f.id, q, f.answer, f.aliases) for f in taught for q in f.questions]
         night_of = {f.id: f.night for f in facts}
-        led = AdapterLedger(Ledger(home))
-        # the adapter arms use the newest trained adapter (promoted or not): the experiment
-        # measures what training did; the gate's decision is reported beside it
-        cand = led.list(session.runtime.model.name)
-        gguf = cand[-1].gguf if cand else None
-        base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
-        ad_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048, adapter=gguf) if gguf else None
-        services = Services(home, Ledger(home))
+        with Ledger(home) as ledger:
+            # the adapter arms use the newest trained adapter (promoted or not): the experiment
+            # measures what training did; the gate's decision is reported beside it
+            cand = AdapterLedger(ledger).list(session.runtime.model.name)
+            gguf = cand[-1].gguf if cand else None
+            base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
+            ad_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048, adapter=gguf) if gguf else None
+            services = Services(home, ledger)
 
-        def block(q, rt):
-            return services.recall(q, rt)[1]
+            def block(q, rt):
+                return services.recall(q, rt)[1]
 
-        res = {}
-        log(f"night {night}: scoring 4 arms on {len(probes)} probes")
-        res["base"] = ask_probes(base_rt, probes, sp, cache=cache)
-        res["memory"] = ask_probes(base_rt, probes, sp, memory_block=lambda q: block(q, base_rt))
-        if ad_rt is not None:
-            res["adapter"] = ask_probes(ad_rt, probes, sp)
-            res["adapter+memory"] = ask_probes(ad_rt, probes, sp, memory_block=lambda q: block(q, ad_rt))
+            res = {}
+            log(f"night {night}: scoring 4 arms on {len(probes)} probes")
+            res["base"] = ask_probes(base_rt, probes, sp, cache=cache)
+            res["memory"] = ask_probes(base_rt, probes, sp, memory_block=lambda q: block(q, base_rt))
+            if ad_rt is not None:
+                res["adapter"] = ask_probes(ad_rt, probes, sp)
+                res["adapter+memory"] = ask_probes(ad_rt, probes, sp,
+                                                   memory_block=lambda q: block(q, ad_rt))
         for arm, r in res.items():
             for fid, acc in r.by_fact().items():
                 outcomes[arm].append(FactOutcome(fid, night_of[fid], night, acc))

@@ -82,7 +82,7 @@ class BaseCache:
 
     def save(self) -> None:
         if self._dirty:
-            from .files import atomic_write_text
+            from common.files import atomic_write_text
 
             atomic_write_text(self.path, json.dumps(self._data))
             self._dirty = False

@@ -97,9 +97,8 @@ def score_preferences(home: Path, taught, night: int, log: Log) -> dict:
 def run_habits(path: Path | str, nights: int | None = None, home: Path | None = None,
                log: Log = print, steps: int = 0, on_train=None, learning_rate: float = 0.0) -> dict:
     from .chat import ChatSession
-    from .evaluate import nightly_options
     from .habits import load_habits
-    from .sleep import run_sleep
+    from .sleep import nightly_options, run_sleep
 
     habits = load_habits(path)
     last = max(h.night for h in habits)

@@ -14,7 +14,7 @@ The dict (as produced by evaluate.py; keys other than "arms" may be missing or N
 """
 from __future__ import annotations
 
-from lora.files import atomic_dir  # one implementation of replace-a-directory-atomically
+from common.files import atomic_dir
 
 import json
 import math

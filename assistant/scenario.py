@@ -211,7 +211,8 @@ def run_scenario(path: Path | str, home: Path | None = None, log: Log = print, s
     """Run the scenario's events in order, then ask its probes in the four arms. Returns the
     results (forgotten texts redacted), with the report written under `<home>/reports/`."""
     from .chat import ChatSession
-    from .evaluate import ARMS, nightly_options
+    from .evaluate import ARMS
+    from .sleep import nightly_options
     from .sleep import run_sleep
 
     t0 = time.time()

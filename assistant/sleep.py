@@ -69,6 +69,20 @@ class SleepOptions:
             raise ReverieError(f"bad gate setting: {e}") from None
 
 
+def nightly_options(exclude_questions, steps: int = 0, force: bool = False,
+                    strategy: str = "retrain", learning_rate: float = 0.0,
+                    gate_general: int = 60, gate_texts: int = 5) -> SleepOptions:
+    """The `sleep` an experiment runs each night (`reverie eval`, its habit and scenario modes):
+    the probe questions are never trained on, and the gate inside sleep uses a lighter general
+    probe than the final report."""
+    from .probes import bundled_general_mc, bundled_general_text
+
+    return SleepOptions(exclude_questions=tuple(exclude_questions), steps=steps, force=force,
+                        strategy=strategy, learning_rate=learning_rate,
+                        general_items=bundled_general_mc()[:gate_general],
+                        general_texts=bundled_general_text()[:gate_texts])
+
+
 @dataclass
 class SleepOutcome:
     status: str  # nothing-new | dry-run | promoted | rejected | aborted | cleared
@@ -135,7 +149,7 @@ def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
                                 {"role": "user", "content": p}], GenerationConfig(max_tokens=48))
         if text:
             out.append(Anchor(prompt=p, answer=text))
-    from .files import atomic_write_text
+    from common.files import atomic_write_text
 
     atomic_write_text(path, json.dumps([asdict(a) for a in out]))
     return out
@@ -278,6 +292,8 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
     config = _train_config(opts)
     base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
     try:
+        from common.files import cached_sha256
+
         model_sha = cached_sha256(home, Path(model.path), sha256_file)
         if opts.dry_run and not anchor_cache_path(home, model_sha, settings.system_prompt).exists():
             # a dry run should be instant: show the anchor prompts, answers are made at training time
@@ -492,19 +508,6 @@ def gate_factual_items():
     return items
 
 
-def cached_sha256(home: Path, path: Path, sha_fn) -> str:
-    st = path.stat()
-    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
-    cache = home / "cache" / "sha256.json"
-    data = json.loads(cache.read_text()) if cache.exists() else {}
-    if key not in data:
-        from .files import atomic_write_text
-
-        data[key] = sha_fn(path)
-        atomic_write_text(cache, json.dumps(data))
-    return data[key]
-
-
 def _ledger_snapshot(fact_ids, fb_ids) -> str:
     import hashlib
 
@@ -527,7 +530,7 @@ def _previous_examples(adapter_dir: Path) -> list:
 
 
 def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
-    from .files import atomic_write_text
+    from common.files import atomic_write_text
 
     d = home / "reports" / f"sleep-{time.strftime('%Y%m%d-%H%M%S')}-{run_id[-6:]}"
     d.mkdir(parents=True, exist_ok=True)

@@ -73,3 +73,19 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cached_sha256(home: Path | str, path: Path | str, sha_fn) -> str:
+    """sha256 of a large file (a model), remembered in home/cache/sha256.json under its path,
+    size and mtime: a file that changed is hashed again. sha_fn does the hashing."""
+    import json
+
+    path = Path(path)
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    cache = Path(home) / "cache" / "sha256.json"
+    data = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in data:
+        data[key] = sha_fn(path)
+        atomic_write_text(cache, json.dumps(data))
+    return data[key]

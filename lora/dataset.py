@@ -17,7 +17,7 @@ from typing import Iterable
 
 from .config import TrainConfig
 from .errors import LoraError
-from .files import atomic_write_text
+from common.files import atomic_write_text
 from .phrasings import is_near, normalize, phrase
 
 

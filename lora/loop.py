@@ -28,7 +28,7 @@ from .adapter import AdapterSpec, Provenance, load_adapter, save_adapter
 from .config import TrainConfig
 from .dataset import Dataset, Example
 from .errors import LoraError
-from .files import atomic_dir
+from common.files import atomic_dir
 from .training import (EarlyStopper, Progress, SpikeGuard, TrainReport, TrainResult, batch_indices,
                        encode, lr_at)
 

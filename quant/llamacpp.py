@@ -15,7 +15,7 @@ import numpy as np
 from .chat_format import ChatFormat
 from .errors import BackendUnavailable, QuantError
 from .registry import ModelInfo
-from .runtime import GenerationConfig, Runtime
+from .runtime_base import GenerationConfig, Runtime
 
 SCORING_CTX = 1024
 

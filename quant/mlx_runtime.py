@@ -21,7 +21,7 @@ from .errors import QuantError
 from .gguf_lora import GGUFLora, check_fits, read_gguf_lora
 from .gguf_mlx import load_gguf_model, load_mlx_dir, require_mlx
 from .registry import ModelInfo
-from .runtime import GenerationConfig, Runtime
+from .runtime_base import GenerationConfig, Runtime
 
 SCORING_CHUNK = 512  # logits for long texts are computed in chunks through the KV cache
 REPEAT_WINDOW = 64  # llama.cpp's default repeat_last_n, so repeat_penalty means the same on both

@@ -22,7 +22,7 @@ SMOL = {"q_proj": [576, 576], "v_proj": [192, 576]}
 
 
 def _model_sha(home: Path) -> str:
-    from assistant.sleep import cached_sha256
+    from common.files import cached_sha256
     from quant.registry import Registry, sha256_file
 
     home.mkdir(parents=True, exist_ok=True)

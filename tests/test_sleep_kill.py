@@ -84,7 +84,8 @@ def test_kill_during_training_then_sleep_resumes_and_keeps_the_promoted_adapter(
 
     from assistant.gate_eval import Probe
     from assistant.config import Settings
-    from assistant.sleep import anchor_cache_path, cached_sha256
+    from assistant.sleep import anchor_cache_path
+    from common.files import cached_sha256
     from quant.registry import sha256_file
 
     home = reverie_home

@@ -35,7 +35,8 @@ def anchors(tmp_path_factory, default_model):
     """The base model's anchor answers, made once for this module by sleep's own code (~40 s on
     2 cores); each test finds them in its data dir as a second night would."""
     from assistant.config import Settings
-    from assistant.sleep import _anchors, anchor_cache_path, cached_sha256
+    from assistant.sleep import _anchors, anchor_cache_path
+    from common.files import cached_sha256
     from quant.registry import sha256_file
     from quant.runtime import load_runtime
 

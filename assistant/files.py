@@ -1,4 +1,0 @@
-"""Kept for assistant's existing imports: atomic writes live once, in common.files."""
-from common.files import atomic_path, atomic_write_bytes, atomic_write_text
-
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
