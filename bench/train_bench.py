@@ -67,7 +67,8 @@ def bare_loop(model, tok, rows, cfg, pad, steps, kinds=None) -> list[float]:
         t0 = time.perf_counter()
         idx = batch_indices(step, len(rows), cfg.batch_size, cfg.seed)
         anchor = [i for i in idx if kinds[i] == "anchor"] if cfg.anchor_kl else []
-        plain = [i for i in idx if i not in anchor]
+        pair = [i for i in idx if kinds[i] == "pair"]
+        plain = [i for i in idx if i not in anchor and i not in pair]
         loss = 0.0
         if plain:
             ids, labels, mask = collate([rows[i] for i in plain], pad, "cpu")
@@ -80,15 +81,32 @@ def bare_loop(model, tok, rows, cfg, pad, steps, kinds=None) -> list[float]:
             adapted = pm(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
             loss = loss + cfg.anchor_kl * F.kl_div(F.log_softmax(adapted, -1), F.log_softmax(base, -1),
                                                    log_target=True, reduction="batchmean")
+        if pair:
+            # ORPO written out: mean answer log-prob per row, log odds, -log sigmoid of the gap
+            ids, labels, mask = collate([rows[i][0] for i in pair] + [rows[i][1] for i in pair], pad, "cpu")
+            logits = pm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            y = labels[:, 1:]
+            keep = (y != -100).float()
+            lp = torch.log_softmax(logits, -1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+            mean = (lp * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+            odds = mean - torch.log1p(-torch.exp(mean) * (1 - 1e-6))
+            k = len(pair)
+            loss = loss + cfg.preference_weight * F.softplus(-(odds[:k] - odds[k:])).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
-        rates.append(sum(len(rows[i][0]) for i in idx) / (time.perf_counter() - t0))
+        rates.append(_tokens(rows, kinds, idx) / (time.perf_counter() - t0))
     return rates
 
 
-def ours(model, tok, ds, rows, cfg, steps, work) -> list[float]:
+def _tokens(rows, kinds, idx) -> int:
+    """Tokens of a batch; a preference pair counts its chosen and its rejected row."""
+    return sum(len(rows[i][0][0]) + len(rows[i][1][0]) if kinds[i] == "pair" else len(rows[i][0])
+               for i in idx)
+
+
+def ours(model, tok, ds, rows, cfg, steps, work, kinds=None) -> list[float]:
     """Per-step tok/s of train_peft: wall time between consecutive step reports (everything the
     loop does between two steps counts), tokens from the same deterministic batches."""
     from lora.peft_trainer import train_peft
@@ -100,7 +118,7 @@ def ours(model, tok, ds, rows, cfg, steps, work) -> list[float]:
                tokenizer=tok, on_report=lambda r: stamps.append(time.perf_counter()) if r.event == "step" else None)
     rates = []
     for step in range(1, len(stamps)):
-        n = sum(len(rows[i][0]) for i in batch_indices(step - 1, len(rows), cfg.batch_size, cfg.seed))
+        n = _tokens(rows, kinds or [""] * len(rows), batch_indices(step - 1, len(rows), cfg.batch_size, cfg.seed))
         rates.append(n / (stamps[step] - stamps[step - 1]))
     return rates
 
@@ -299,7 +317,12 @@ def sleep_bench(reps: int, steps: int) -> dict:
         examples = read("train.jsonl")
         # the trainer runs with sleep's held-out phrasings too (its early-stopping evals are
         # outside the timed steps, as in train_peft's own tokens/s)
-        ds = Dataset(train=examples, holdout=read("holdout.jsonl"), pairs=[], fact_ids=[])
+        from lora.dataset import PreferencePair
+
+        pairs = [PreferencePair(**json.loads(line)) for line in
+                 (adir / "preferences.jsonl").read_text().splitlines() if line.strip()] \
+            if cfg.preference_weight else []
+        ds = Dataset(train=examples, holdout=read("holdout.jsonl"), pairs=pairs, fact_ids=[])
 
         # loading the base for training: our GGUF->torch loader (what sleep uses) against
         # transformers' own GGUF load (what the bare loop uses), interleaved
@@ -319,20 +342,25 @@ def sleep_bench(reps: int, steps: int) -> dict:
                             "reps": reps}
         print(f"[load] {out['base_load']}", file=sys.stderr, flush=True)
         model, tok = load_base(model_path(), "cpu")
+        # the epoch lora.loop trains: the examples, then each preference pair as one more item
         rows = [encode(tok, CHATML.render, e, cfg.max_seq_len) for e in examples]
+        rows += [tuple(encode(tok, CHATML.render, e, cfg.max_seq_len) for e in p.examples()) for p in pairs]
+        kinds = [e.kind for e in examples] + ["pair"] * len(pairs)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         bare, mine = [], []
         work = Path(tmp) / "speed"
         for rep in range(reps):
-            bare += bare_loop(model, tok, rows, cfg, pad, steps, [e.kind for e in examples])[1:]
-            mine += ours(model, tok, ds, rows, cfg, steps, work / f"r{rep}")[1:]
+            bare += bare_loop(model, tok, rows, cfg, pad, steps, kinds)[1:]
+            mine += ours(model, tok, ds, rows, cfg, steps, work / f"r{rep}", kinds)[1:]
             print(f"[speed] rep {rep + 1}/{reps}: bare {statistics.median(bare):.0f} tok/s, "
                   f"ours {statistics.median(mine):.0f} tok/s", file=sys.stderr, flush=True)
         out["speed"] = {"bare_tokens_per_s_median": round(statistics.median(bare), 1),
                         "ours_tokens_per_s_median": round(statistics.median(mine), 1),
                         "ratio": round(statistics.median(mine) / statistics.median(bare), 3),
                         "steps_per_rep": steps, "reps": reps, "batch_size": cfg.batch_size,
-                        "examples": len(examples), "measured": "per-step tokens / wall time between steps, "
+                        "examples": len(examples), "preference_pairs": len(pairs),
+                        "preference_weight": cfg.preference_weight,
+                        "objective": "answer CE + anchor KL + ORPO odds-ratio on pairs, in both loops", "measured": "per-step tokens / wall time between steps, "
                         "first step of each rep dropped, reps interleaved"}
         out["load_after"] = loadavg()
     return out
