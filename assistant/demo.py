@@ -1,7 +1,6 @@
 """`make demo`: the product's main loop on the embedded model, in a fresh data dir."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -22,7 +21,6 @@ def run_demo(quick: bool = False, echo=print, home: Path | None = None, on_train
     from .chat import ChatSession
 
     home = Path(home or tempfile.mkdtemp(prefix="reverie-demo-"))
-    os.environ["REVERIE_HOME"] = str(home)
     echo(f"reverie demo · fresh data dir {home}")
     session = ChatSession(home, backend="auto", use_memory=True)
     rt = session.runtime

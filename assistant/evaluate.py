@@ -7,7 +7,6 @@ across nights; bootstrap CIs. Metrics come from lora.metrics, probes from assist
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +73,6 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     if nights < 1:
         raise ReverieError("--nights must be at least 1.")
     home = Path(home or tempfile.mkdtemp(prefix="reverie-eval-"))
-    os.environ["REVERIE_HOME"] = str(home)
     log(f"isolated data dir {home}; {len(facts)} facts over {nights} night(s); {len(items)} general items")
     exclude = tuple(q for f in facts for q in f.questions) + tuple(
         p.prompt for h in habits for p in h.probes)
