@@ -506,8 +506,8 @@ def never_trained(items):
 
 
 def gate_factual_items():
-    """The bundled factual probes the gate asks: those that are not anchor prompts (306 of 320),
-    or the first $REVERIE_GATE_FACTUAL of them (the test suite asks a few)."""
+    """The bundled factual probes the gate asks: those that are not anchor prompts (all 320: the
+    prompt files are kept disjoint), or the first $REVERIE_GATE_FACTUAL of them."""
     import os
 
     from .probes import bundled_general_facts

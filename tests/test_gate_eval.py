@@ -126,18 +126,18 @@ def test_general_questions_stop_decoding_once_answered_and_score_like_the_whole_
 def test_gate_factual_items_bundled_and_cut_by_the_environment(monkeypatch):
     from assistant.errors import ReverieError
     from assistant.probes import bundled_general_facts
-    from assistant.probes import bundled_general_prompts
+    from assistant.probes import FactualItem, bundled_general_prompts
     from assistant.sleep import gate_factual_items, never_trained
 
     every = bundled_general_facts()
     assert len(every) >= 300 and len({it.question for it in every}) == len(every)
     assert any(it.question == "What is the capital of France?" and it.answer == "Paris" for it in every)
-    # questions that are also anchor prompts (trained every night) are not the gate's to ask
+    # the anchor prompts (trained every night) and the gate's questions are disjoint, and a
+    # question that were also an anchor prompt would not be asked
     unseen = never_trained(every)
-    assert 280 <= len(unseen) < len(every)
-    anchored = {p.lower() for p in bundled_general_prompts()}
-    assert not any(it.question.lower() in anchored for it in unseen)
-    assert "What is the capital of France?" not in {it.question for it in unseen}
+    assert unseen == every
+    assert never_trained(every + [FactualItem(bundled_general_prompts()[0], "x")]) == every
+    assert len(bundled_general_prompts()) >= 200
     monkeypatch.setenv("REVERIE_GATE_FACTUAL", "5")
     assert gate_factual_items() == unseen[:5]
     monkeypatch.delenv("REVERIE_GATE_FACTUAL")
