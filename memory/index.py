@@ -164,8 +164,8 @@ class VectorIndex:
             batch = items[start:start + ADD_BATCH]
             vectors = embed([t for _, t, _ in batch])  # outside the lock: the slow part
             self.add_embedded([i for i, _, _ in batch], vectors, [m for _, _, m in batch])
-            if progress:
-                progress(len(batch))
+            if progress:  # memories done, not sentence entries
+                progress(sum(1 for i, _, _ in batch if "#" not in i))
 
     def add_embedded(self, ids: list[str], embeddings, metadatas: list[dict]):
         """Upsert precomputed embeddings (also the scale benchmark's path; avoids re-embedding).
@@ -181,12 +181,20 @@ class VectorIndex:
         if ids:
             with self._locked(write=True) as collection:
                 collection.delete(ids=list(ids))
+                collection.delete(where={"memory": {"$in": list(ids)}})  # their sentence entries
+
+    def delete_parts(self, ids: list[str]) -> None:
+        """Remove the sentence entries ("<id>#<j>") of these memories, keeping their own."""
+        if ids:
+            with self._locked(write=True) as collection:
+                collection.delete(where={"memory": {"$in": list(ids)}})
 
     def ids(self) -> set[str]:
         with self._locked() as collection:
-            return set(collection.get(include=[])["ids"])
+            return {i.split("#", 1)[0] for i in collection.get(include=[])["ids"]}
 
     def count(self) -> int:
+        """Entries, sentence entries included."""
         with self._locked() as collection:
             return collection.count()
 
@@ -201,10 +209,25 @@ class VectorIndex:
         # count was a second round trip costing ~5 ms a query at 10k memories.
         where = {"kind": {"$in": list(kinds)}} if kinds else None
         with self._locked() as collection:
-            res = collection.query(query_embeddings=[query_embedding], n_results=n, where=where,
-                                   include=["distances"])
-        return [Hit(i, r, 1.0 - d) for r, (i, d) in enumerate(zip(res["ids"][0],
-                                                                   res["distances"][0]))]
+            res = collection.query(query_embeddings=[query_embedding], n_results=n + n // 2,
+                                   where=where, include=["distances"])
+        # a long memory may also be indexed sentence by sentence ("<id>#<j>"): its best entry counts
+        out: list[Hit] = []
+        seen: set[str] = set()
+        for i, d in zip(res["ids"][0], res["distances"][0]):
+            mid = i.split("#", 1)[0]
+            if mid not in seen:
+                seen.add(mid)
+                out.append(Hit(mid, len(out), 1.0 - d))
+        return out[:n]
+
+    def embeddings(self, ids: list[str]) -> dict:
+        """id -> stored embedding, for the ids that are indexed."""
+        if not ids:
+            return {}
+        with self._locked() as collection:
+            res = collection.get(ids=list(ids), include=["embeddings"])
+        return dict(zip(res["ids"], res["embeddings"]))
 
     def similar(self, text_embedding, kind: str) -> tuple[str, float] | None:
         """The nearest active memory of `kind` and its cosine similarity (for near-duplicates)."""

@@ -23,7 +23,8 @@ from . import locomo
 from .errors import MemoryStoreError
 from .index import VectorIndex, fts_search
 from .ledger import Ledger
-from .recall import MODES, Recalled, fuse, neighbour_support, pack, recency_boost
+from . import query as query_mod
+from .recall import MODES, RecallOptions, Recalled, diversify, focus, fuse, fuse_scores, neighbour_support, pack, recency_boost
 
 # Cosine above this between two facts means "the same fact, reworded": update, don't add.
 DUPLICATE_COSINE = 0.92
@@ -31,6 +32,16 @@ DUPLICATE_COSINE = 0.92
 # current form, so at equal relevance it comes before the chatter around it (a third of a
 # first-place RRF score: a clearly better-ranked turn still wins).
 FACT_PRIOR = 0.3 / 11
+# Recall's tuned weights (bench/recall_ablation.py: each on/off, cross-validated by conversation).
+DEFAULT_OPTIONS = RecallOptions(speaker_focus=1.0, strip_speaker_names=True,
+                                strip_names_vector=True, date_focus=1.0, neighbour_expand=True,
+                                forward_share=0.6)
+# What each index's text carries besides the memory's words (index_text): "speaker", "date".
+FTS_FORM: tuple[str, ...] = ("speaker", "date")
+VECTOR_FORM: tuple[str, ...] = ("speaker", "sentences")
+# The forms an index is taken to have when no home/INDEX_FORM_FILE says (built before it existed).
+LEGACY_INDEX_FORM = {"fts": ["speaker"], "vector": ["speaker"]}
+INDEX_FORM_FILE = "index-form.json"
 Progress = Callable[[int], None] | None
 
 
@@ -71,10 +82,59 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(norm.encode("utf-8")).hexdigest()
 
 
-def index_text(text: str, source: dict) -> str:
+def index_text(text: str, source: dict, form: tuple[str, ...] = ("speaker",)) -> str:
+    """The text an index holds for a memory: its words, and as `form` says, who said it and
+    the date of the session it was said in."""
     # Who said it is half the meaning of a conversation turn ("What did Caroline research?").
-    speaker = source.get("speaker")
-    return f"{speaker}: {text}" if speaker else text
+    speaker = source.get("speaker") if "speaker" in form else None
+    body = f"{speaker}: {text}" if speaker else text
+    when = _session_date(source) if "date" in form else None
+    # The session's date ("8 May 2023") lets "what did Gina find on 1 February" match by words.
+    return f"({query_mod.date_words(when)}) {body}" if when else body
+
+
+def _session_date(source: dict):
+    from datetime import datetime
+
+    stamp = locomo.parse_date(str(source.get("session_time") or ""))
+    return datetime.fromtimestamp(stamp) if stamp else None
+
+
+def _vector_rows(memories: list[Memory], form: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """chromadb entries (id, text, metadata) for memories: one per memory, and with "sentences"
+    in the form one more per sentence of a long conversation turn ("<id>#<j>"; search keeps
+    each memory's best entry). Only what a search filters on goes in the metadata: chromadb
+    keeps no text and no numbers of ours."""
+    rows = []
+    for m in memories:
+        rows.append((m.id, index_text(m.text, m.source, form), {"kind": m.kind}))
+        if "sentences" in form and m.kind == "episodic":
+            rows += [(f"{m.id}#{j}", index_text(part, m.source, form),
+                      {"kind": m.kind, "memory": m.id})
+                     for j, part in enumerate(query_mod.sentences(m.text), start=1)]
+    return rows
+
+
+def _replies(turn: dict | None, after: dict | None) -> bool:
+    """Whether `after` is another speaker answering `turn` (a chat's stored turns are all the
+    user's: the assistant's answers in between are not memories)."""
+    if not turn or not after:
+        return False
+    a = json.loads(turn["source"] or "{}").get("speaker")
+    b = json.loads(after["source"] or "{}").get("speaker")
+    return bool(a and b and a != b)
+
+
+def _session_of(item: Recalled):
+    s = item.source
+    return (s.get("conversation_id"), s["session"]) if s.get("session") is not None else None
+
+
+def _said_on(row: dict):
+    """When a memory was said: its conversation session's date, else its creation time."""
+    from datetime import datetime
+
+    return _session_date(json.loads(row["source"] or "{}")) or datetime.fromtimestamp(row["created"])
 
 
 def _row_to_memory(row: dict) -> Memory:
@@ -92,6 +152,12 @@ class MemoryStore:
         self.vectors = VectorIndex(self.home)
         self.last_timings: dict[str, float] = {}  # ms per stage of the latest recall
         self._deferred: list | None = None  # vector writes waiting for transaction() to commit
+        self.options = DEFAULT_OPTIONS  # how recall weighs (bench/recall_ablation.py switches)
+        self.fts_form, self.vector_form = FTS_FORM, VECTOR_FORM
+        if not self._index_form_path().exists() and self.db.execute(
+                "select 1 from memories limit 1").fetchone() is None:
+            self._write_index_form()  # a new store's indexes start in today's form
+        self._speaker_cache: tuple[int, set[str]] = (-1, set())
 
     def close(self) -> None:
         self.ledger.close()
@@ -196,24 +262,70 @@ class MemoryStore:
         for kind in kinds or []:
             if kind not in memio.KINDS:
                 raise MemoryStoreError(f"unknown kind {kind!r}; use {', '.join(memio.KINDS)}.")
-        n = candidates or max(30, 4 * k)
+        opts = self.options
+        n = candidates or max(opts.min_candidates, 4 * k)
         clock = _StageClock()
-        rankings: dict[str, list[str]] = {}
-        if mode in ("hybrid", "vector"):
-            from .embedder import embed_query
+        # Speakers a question names stand in for its names only where the speaker focus applies.
+        named = query_mod.named_speakers(query, self._speakers()) if mode == "hybrid" and (
+            opts.speaker_focus or opts.strip_speaker_names) else set()
+        text_query = query_mod.strip_names(query, named) if (
+            opts.strip_speaker_names and named) else query
+        queries = [(query, text_query, "")]
+        if mode == "hybrid" and opts.sub_query_weight:
+            queries += [(q, query_mod.strip_names(q, named) if opts.strip_speaker_names else q,
+                         f":{i}") for i, q in enumerate(query_mod.sub_queries(query), start=1)]
+        hits: dict[str, list] = {}
+        weights: dict[str, float] = {}
+        for q, tq, tag in queries:
+            part = opts.sub_query_weight if tag else 1.0
+            if mode in ("hybrid", "vector"):
+                from .embedder import embed_query
 
-            vec = embed_query(query)
-            clock.lap("embed")
-            rankings["vector"] = [h.id for h in self.vectors.search(vec, n, kinds)]
-            clock.lap("vector")
-        if mode in ("hybrid", "bm25"):
-            rankings["bm25"] = [h.id for h in fts_search(self.db.conn, query, n, kinds)]
-            clock.lap("bm25")
-        scores = fuse(rankings)
+                vq = tq if opts.strip_names_vector and tq else q
+                if not tag:
+                    self._vector_query = vq
+                vec = embed_query(vq)
+                clock.lap("embed")
+                hits["vector" + tag] = self.vectors.search(vec, n, kinds)
+                weights["vector" + tag] = part * opts.vector_weight
+                extra = []
+                if opts.raw_vector_weight and vq != q:
+                    extra.append((":raw", q, opts.raw_vector_weight))
+                if opts.statement_weight:
+                    st = query_mod.as_statement(vq)
+                    if st != vq:
+                        extra.append((":statement", st, opts.statement_weight))
+                for name, text, w in extra if mode == "hybrid" else ():
+                    hits["vector" + tag + name] = self.vectors.search(embed_query(text), n, kinds)
+                    weights["vector" + tag + name] = part * w * opts.vector_weight
+                clock.lap("vector")
+            if mode in ("hybrid", "bm25"):
+                hits["bm25" + tag] = fts_search(self.db.conn, tq or q, n, kinds)
+                weights["bm25" + tag] = part * opts.bm25_weight
+                clock.lap("bm25")
+        scores = self._fuse(hits, weights, mode, opts)
+        if mode == "hybrid" and opts.feedback_weight and scores:
+            self._feedback(scores, hits, weights, n, kinds, opts)
+            scores = self._fuse(hits, weights, mode, opts)
+            clock.lap("feedback")
+        rankings = {m: [h.id for h in hs] for m, hs in hits.items()}
         rows = {r["id"]: r for r in self._rows_by_id(list(scores))}
         clock.lap("rows")
         if mode == "hybrid":
-            scores = neighbour_support(scores, self._neighbours(rows.values()))
+            nb = self._neighbours(rows.values())
+            if opts.forward_share is not None or opts.neighbour_expand:
+                rows.update({r["id"]: r for r in self._rows_by_id(
+                    list({n for pair in nb.values() for n in pair if n and n not in rows}))})
+            scores = neighbour_support(scores, nb, share=opts.neighbour_share,
+                                       forward=opts.forward_share, expand=opts.neighbour_expand,
+                                       is_reply=lambda a, b: _replies(rows.get(a), rows.get(b)))
+            if named and opts.speaker_focus:
+                scores = focus(scores, lambda mid: mid in rows and json.loads(
+                    rows[mid]["source"] or "{}").get("speaker") in named, opts.speaker_focus)
+            spans = query_mod.dates_in(query) if opts.date_focus else []
+            if spans:
+                scores = focus(scores, lambda mid: mid in rows and any(
+                    d.matches(_said_on(rows[mid])) for d in spans), opts.date_focus)
             scores = self._facts_over_turns(scores, rows)
             clock.lap("neighbours")
         now = time.time()
@@ -222,12 +334,16 @@ class MemoryStore:
             row = rows.get(mid)
             if row is None or row["status"] != "active":
                 continue  # index entry behind the ledger; reindex repairs it
+            if kinds and row["kind"] not in kinds:
+                continue  # brought in by a neighbour or a fact's turn, but not asked for
             if mode == "hybrid":
                 score += recency_boost(row["created"], now)
-            ranks = {m: ids.index(mid) for m, ids in rankings.items() if mid in ids}
+            ranks = {m: ids.index(mid) for m, ids in rankings.items() if mid in ids and ":" not in m}
             items.append(Recalled(mid, row["text"], row["kind"], score,
                                   json.loads(row["source"]), row["created"], ranks))
         items.sort(key=lambda r: (-r.score, -r.created))
+        if mode == "hybrid" and opts.session_diversity:
+            items = diversify(items[:max(3 * k, 30)], _session_of, opts.session_diversity)
         out = items[:k] if token_budget is None else pack(items, k, token_budget, count_tokens)
         clock.lap("fuse")
         self.last_timings = clock.ms
@@ -314,7 +430,7 @@ class MemoryStore:
                             [text, subject, now, memory_id])
             self._fts_put(memory_id)
         new = self.get(memory_id)
-        self._vector_put([new])
+        self._vector_put([new], replace=True)
         return new
 
     def forget(self, memory_id: str) -> Memory:
@@ -332,20 +448,62 @@ class MemoryStore:
     def reindex(self, progress: Progress = None) -> int:
         """Rebuild FTS and chromadb from the ledger's active memories; returns how many."""
         rows = self._dicts("select * from memories where status = 'active' order by seq")
+        self._rebuild_fts(rows)
+        self.vectors.clear()
+        self._vector_put([_row_to_memory(r) for r in rows], progress)
+        self._write_index_form()
+        return len(rows)
+
+    def _rebuild_fts(self, rows: list[dict]) -> None:
         with self.db.atomic():
             self.db.execute("delete from memories_fts")
             self.db.conn.executemany(
                 "insert into memories_fts(rowid, body) values (?, ?)",
-                [(r["seq"], index_text(r["text"], json.loads(r["source"]))) for r in rows])
-        self.vectors.clear()
-        self._vector_put([_row_to_memory(r) for r in rows], progress)
-        return len(rows)
+                [(r["seq"], index_text(r["text"], json.loads(r["source"]), self.fts_form))
+                 for r in rows])
+
+    def _index_form_path(self) -> Path:
+        return self.home / INDEX_FORM_FILE
+
+    def _index_form_on_disk(self) -> dict:
+        try:
+            return json.loads(self._index_form_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return dict(LEGACY_INDEX_FORM)  # built before the form was recorded
+
+    def _write_index_form(self) -> None:
+        _write_private(self._index_form_path(), json.dumps(
+            {"fts": list(self.fts_form), "vector": list(self.vector_form)}) + "\n")
 
     def heal_index(self) -> tuple[int, int]:
-        """Bring chromadb back in line with the ledger after a crash between the two writes (the
-        ledger commits first, the vector write follows). Cheap when nothing is wrong: one count
-        each; ids are compared only when the counts differ. Returns (added, removed)."""
-        active = self.db.execute("select count(*) from memories where status = 'active'").fetchone()[0]
+        """Bring the indexes back in line with the ledger: rebuilt when their text form changed
+        since they were built (a new version of index_text), and chromadb caught up after a
+        crash between the two writes (the ledger commits first, the vector write follows).
+        Cheap when nothing is wrong: a small file read and one count each; ids are compared only
+        when the counts differ. Returns (added, removed) vector entries."""
+        form = self._index_form_on_disk()
+        if form != {"fts": list(self.fts_form), "vector": list(self.vector_form)}:
+            rows = self._dicts("select * from memories where status = 'active' order by seq")
+            if form.get("fts") != list(self.fts_form):
+                self._rebuild_fts(rows)
+            changed = []
+            if form.get("vector") != list(self.vector_form):
+                # re-embed only the memories whose entries change (chat memories carry no
+                # speaker or session date, so most of a user's store stays as it is)
+                old = tuple(form.get("vector") or ())
+                changed = [m for m in map(_row_to_memory, rows)
+                           if _vector_rows([m], old) != _vector_rows([m], self.vector_form)]
+                self._vector_put(changed, replace=True)
+            self._write_index_form()
+            if changed:
+                return len(changed), 0
+        if "sentences" in self.vector_form:  # a long turn has an entry per sentence as well
+            active = sum(1 + (len(query_mod.sentences(t)) if k == "episodic" else 0)
+                         for t, k in self.db.execute(
+                             "select text, kind from memories where status = 'active'"))
+        else:
+            active = self.db.execute(
+                "select count(*) from memories where status = 'active'").fetchone()[0]
         if self.vectors.count() == active:
             return 0, 0
         want = {r[0] for r in self.db.execute("select id from memories where status = 'active'")}
@@ -444,6 +602,40 @@ class MemoryStore:
         rows = self._dicts("select * from memories where id = ?", [memory_id])
         return rows[0] if rows else None
 
+    @staticmethod
+    def _fuse(hits, weights, mode, opts) -> dict[str, float]:
+        if mode == "hybrid" and opts.fusion == "score":
+            return fuse_scores({m: [(h.id, h.score) for h in hs] for m, hs in hits.items()},
+                               weights, scale=1.0 / (opts.rrf_k + 1))
+        rankings = {m: [h.id for h in hs] for m, hs in hits.items()}
+        return fuse(rankings, weights if mode == "hybrid" else None, k=opts.rrf_k)
+
+    def _feedback(self, scores, hits, weights, n, kinds, opts) -> None:
+        """Add a Rocchio ranking: the query embedding moved towards the top fused hits."""
+        import numpy as np
+
+        from .embedder import embed_query
+
+        top = sorted(scores, key=scores.get, reverse=True)[:opts.feedback_docs]
+        docs = [v for v in self.vectors.embeddings(top).values() if v is not None]
+        if not docs:
+            return
+        q = np.asarray(embed_query(self._vector_query), dtype=np.float32)
+        q = q + opts.feedback_beta * np.mean(np.asarray(docs, dtype=np.float32), axis=0)
+        q /= np.linalg.norm(q) or 1.0
+        hits["vector:feedback"] = self.vectors.search(q.tolist(), n, kinds)
+        weights["vector:feedback"] = opts.feedback_weight * opts.vector_weight
+
+    def _speakers(self) -> set[str]:
+        """Every speaker name the episodic memories carry, cached until the next insert."""
+        top = self.db.execute("select max(seq) from memories").fetchone()[0] or 0
+        if self._speaker_cache[0] != top:
+            names = {r[0] for r in self.db.execute(
+                "select distinct json_extract(source, '$.speaker') from memories "
+                "where kind = 'episodic'").fetchall() if r[0]}
+            self._speaker_cache = (top, names)
+        return self._speaker_cache[1]
+
     def _rows_by_id(self, ids: list[str]) -> list[dict]:
         out = []
         for start in range(0, len(ids), 500):
@@ -473,7 +665,7 @@ class MemoryStore:
                    f"{side.format(op='>', order='asc')} from c")
             params = [v for cand in chunk for v in cand]
             for mid, before, after in self.db.conn.execute(sql, params).fetchall():
-                out[mid] = [n for n in (before, after) if n is not None]
+                out[mid] = [before, after]
         return out
 
     def _facts_over_turns(self, scores: dict[str, float], rows: dict[str, dict]) -> dict[str, float]:
@@ -513,17 +705,25 @@ class MemoryStore:
         self.db.execute("delete from memories_fts where rowid = ?", [row["seq"]])
         if row["status"] == "active":
             self.db.execute("insert into memories_fts(rowid, body) values (?, ?)",
-                            [row["seq"], index_text(row["text"], json.loads(row["source"]))])
+                            [row["seq"], index_text(row["text"], json.loads(row["source"]),
+                                                       self.fts_form)])
 
     def _fts_drop(self, memory_id: str) -> None:
         self.db.execute("delete from memories_fts where rowid = "
                         "(select seq from memories where id = ?)", [memory_id])
 
-    def _vector_put(self, memories: list[Memory], progress: Progress = None) -> None:
-        # only what a vector search filters on: chromadb keeps no text and no numbers of ours
-        rows = [(m.id, index_text(m.text, m.source), {"kind": m.kind})
-                for m in memories if m.status == "active"]
-        self._vectors_do(lambda: self.vectors.add(rows, progress))
+    def _vector_put(self, memories: list[Memory], progress: Progress = None,
+                    replace: bool = False) -> None:
+        """Index memories in chromadb; `replace`: their old sentence entries go first (an edit
+        may have fewer sentences, and an old sentence must not stay searchable)."""
+        rows = _vector_rows([m for m in memories if m.status == "active"], self.vector_form)
+        ids = [m.id for m in memories]
+
+        def write():
+            if replace:
+                self.vectors.delete_parts(ids)
+            self.vectors.add(rows, progress)
+        self._vectors_do(write)
 
     def _insert_rows(self, items: list[tuple], ids: list[str] | None = None) -> list[Memory]:
         """Insert (kind, text, subject, source, created) rows; the caller holds a transaction."""
@@ -578,7 +778,7 @@ class MemoryStore:
                             [text, now, json.dumps(src, ensure_ascii=False, sort_keys=True), old.id])
             self._fts_put(old.id)
         new = self.get(old.id)
-        self._vector_put([new])
+        self._vector_put([new], replace=True)
         return new
 
     def _supersede(self, old: Memory, text: str, subject: str, source: dict) -> Memory:

@@ -210,8 +210,9 @@ def test_neighbours_are_the_adjacent_active_turns_of_the_same_conversation(store
     fact, _ = store.add_fact("My name is Kari")
     rows = store._rows_by_id([a1.id, a2.id, a4.id, b1.id, b2.id, fact.id])
     got = store._neighbours(rows)
-    assert got == {a1.id: [a2.id], a2.id: [a1.id, a4.id], a4.id: [a2.id],
-                   b1.id: [b2.id], b2.id: [b1.id]}
+    # [turn before, turn after]: the turn after a hit is told apart (it may answer the hit)
+    assert got == {a1.id: [None, a2.id], a2.id: [a1.id, a4.id], a4.id: [a2.id, None],
+                   b1.id: [None, b2.id], b2.id: [b1.id, None]}
 
 
 def test_fts_leaves_out_the_most_common_words_only_over_its_budget(store):
@@ -243,3 +244,45 @@ def test_heal_index_catches_chromadb_up_after_a_crash_between_the_writes(store):
     assert store.heal_index() == (0, 1)
     assert store.vectors.ids() == {a.id, b.id}
     assert b.id in [r.id for r in store.search("Tromsø", k=5)]
+
+
+def test_index_is_rebuilt_when_its_text_form_changes(store, tmp_path):
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps([LOCOMO_SAMPLE]))
+    marker = store.home / "index-form.json"
+    assert marker.exists()  # a new store records the form its indexes are built in
+    store.import_locomo(path)
+    bodies = lambda: sorted(r[0] for r in store.db.execute("select body from memories_fts"))  # noqa: E731
+    store.fts_form = ("speaker",)
+    store.heal_index()
+    assert bodies()[0].startswith("Ada: ")
+    store.fts_form = ("speaker", "date")
+    assert store.heal_index() == (0, 0)  # FTS only: no re-embedding
+    assert "(8 May 2023) Ada: I adopted a greyhound called Pixel." in bodies()
+    assert json.loads(marker.read_text()) == {"fts": ["speaker", "date"], "vector": list(store.vector_form)}
+    store.vector_form = ()
+    assert store.heal_index() == (3, 0) and store.vectors.count() == 3
+    assert store.heal_index() == (0, 0)  # recorded: nothing more to do
+    marker.unlink()  # an index built before forms were recorded is taken as the legacy form
+    store.heal_index()
+    assert json.loads(marker.read_text())["fts"] == ["speaker", "date"]
+    assert store.reindex() == 3 and "(8 May 2023) Ada: I adopted a greyhound called Pixel." in bodies()
+
+
+def test_long_turns_are_also_indexed_by_sentence_and_lose_them_on_edit_and_forget(store):
+    long = ("Hey there, hope all is good! We went camping at the beach last weekend with the "
+            "kids. It was great fun for everyone.")
+    m = store.record_turn("c", "t1", "user", long, source={"speaker": "Ada"})
+    assert "sentences" in store.vector_form
+    assert store.vectors.count() == 4 and store.vectors.ids() == {m.id}  # the turn + 3 sentences
+    assert store.heal_index() == (0, 0)  # sentence entries are expected, not "extra"
+    from memory_fakes import fake_embed
+
+    hits = store.vectors.search(fake_embed(["Ada: We went camping at the beach"])[0], 5)
+    assert [h.id for h in hits] == [m.id]  # a memory's best entry stands for it, once
+    store.edit(m.id, "Camping was fun.")
+    assert store.vectors.count() == 1  # the old sentences are not searchable any more
+    store.edit(m.id, long)
+    assert store.vectors.count() == 4
+    store.forget(m.id)
+    assert store.vectors.count() == 0
