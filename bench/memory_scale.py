@@ -1,15 +1,24 @@
-"""Memory recall latency at scale: N synthetic conversation memories, p50/p95 of hybrid recall.
+"""Memory recall latency at scale: N synthetic conversation memories, p50/p95 of hybrid recall,
+beside a bare chromadb collection holding the same embeddings, timed in the same run.
 
 Owns: a deterministic synthetic corpus (conversations between named speakers, plus some facts),
 embedding it for real in batches (cached, so 100k is embedded once and 10k reuses its prefix),
-building a store from it (cached too), and timing ≥200 varied queries per stage.
+building a store from it (cached too), building the reference (a plain chromadb
+PersistentClient collection, cosine HNSW, the same vectors and metadata; cached), and timing
+≥200 varied queries: MemoryStore.recall and the raw collection.query alternating query by
+query, so load from other processes lands on both sides alike.
 
     python -m bench.memory_scale --n 10000 --queries 200      (or `reverie bench memory-scale`)
 
 The store is built through SQL and precomputed embeddings rather than add_fact/record_turn, so
 building 100k costs the embedding time only; what it measures is MemoryStore.recall itself.
 Every query is a different text and the query-embedding cache is cleared before each one, so
-the cache never hides the embedding cost.
+the cache never hides the embedding cost. The raw side is given each query's embedding
+precomputed (it has no embedder of its own) and asks for the same k; recall's own vector stage
+asks chromadb for max(30, 4k) candidates, so the raw query at that n is timed too, to separate
+chromadb's cost from what recall adds (query embedding, BM25, fusion, ledger rows).
+
+    python -m bench.memory_scale --n 10000 100000 > bench/results/memory_scale.json
 """
 from __future__ import annotations
 
@@ -191,50 +200,160 @@ def build(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False
     return home, {**info, "cached": False}
 
 
+RAW_COLLECTION = "raw"
+
+
+def build_raw(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False,
+              progress: Callable[[int, int], None] | None = None):
+    """The reference: a bare chromadb collection with the store's n vectors and metadata
+    (cached under root); returns (client, collection, build info)."""
+    import numpy as np
+
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    import chromadb
+    from chromadb.config import Settings
+
+    from memory.store import index_text
+
+    root = Path(root or cache_root())
+    path = root / f"raw-chroma-v{VERSION}-s{seed}-n{n}"
+    marker = path / "built.json"
+    if rebuild or not marker.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    cached = marker.exists()
+    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    col = client.get_or_create_collection(RAW_COLLECTION, embedding_function=None,
+                                          configuration={"hnsw": {"space": "cosine"}})
+    if cached:
+        return client, col, {**json.loads(marker.read_text()), "cached": True}
+    items = corpus(n, seed)
+    vecs = embeddings([index_text(text, src) for _, text, src in items],
+                      root / f"emb-v{VERSION}-s{seed}.npy", progress)
+    t0 = time.perf_counter()
+    now = time.time()
+    ids = [f"m_syn{i:09d}" for i in range(n)]
+    metas = [{"kind": kind, "created": now - (n - i) * 600.0} for i, (kind, _, _) in enumerate(items)]
+    step = min(4096, client.get_max_batch_size())
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        col.add(ids=ids[sl], embeddings=np.asarray(vecs[sl], dtype=np.float32), metadatas=metas[sl])
+    info = {"n": n, "seed": seed, "index_s": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(info))
+    return client, col, {**info, "cached": False}
+
+
+def _stats(ms: list[float]) -> dict:
+    from bench.memory_bench import percentile
+
+    return {"p50": round(percentile(ms, 0.5), 2), "p95": round(percentile(ms, 0.95), 2),
+            "p99": round(percentile(ms, 0.99), 2), "max": round(max(ms), 2)}
+
+
 def run(n: int = 10_000, n_queries: int = 200, k: int = 10, seed: int = 0,
         root: Path | None = None, rebuild: bool = False,
         progress: Callable[[int, int], None] | None = None,
         log: Callable[[str], None] | None = None) -> dict:
-    """Build (or reuse) n memories, then time n_queries distinct hybrid recalls."""
+    """Build (or reuse) n memories and the raw chromadb reference, then time n_queries distinct
+    hybrid recalls and raw collection queries, interleaved."""
+    import numpy as np
+
     from bench.memory_bench import percentile
     from memory import MemoryStore
-    from memory.embedder import clear_cache
+    from memory.embedder import clear_cache, embed, embed_query
 
     if n < 1 or n_queries < 1:
         raise ValueError("n and the number of queries must be at least 1")
     home, info = build(n, seed, root, rebuild, progress)
+    client, raw, raw_info = build_raw(n, seed, root, rebuild, progress)
+    cand = max(30, 4 * k)  # what recall's vector stage asks chromadb for (memory/store.py)
     store = MemoryStore(home)
+    load_before = os.getloadavg()
     try:
         warm = queries(n_queries + 3, seed + 1000)  # disjoint warm-up texts
-        for q in warm[:3]:
-            store.recall(q, k=k, token_budget=None)  # load the model, open chromadb, warm pages
         qs = queries(n_queries, seed + 1)
+        qvecs = [np.asarray(v, dtype=np.float32) for v in embed(warm[:3] + qs)]
+        for q, v in zip(warm[:3], qvecs):  # load the model, open chromadb, warm pages: both sides
+            store.recall(q, k=k, token_budget=None)
+            raw.query(query_embeddings=[v], n_results=k, include=["distances"])
+            raw.query(query_embeddings=[v], n_results=cand, include=["distances"])
         lat: list[float] = []
         cpu: list[float] = []  # CPU time of the process: the work itself, less what load adds
+        raw_k: list[float] = []
+        raw_cand: list[float] = []
+        raw_emb: list[float] = []  # embed the query text (cold) + the raw query: the engine's floor
+        raw_cpu: list[float] = []
+        raw_emb_cpu: list[float] = []
+        overlap: list[float] = []  # |recall's top k ∩ raw top k| / k: how alike the answers are
         stages: dict[str, list[float]] = {}
-        for q in qs:
+
+        def time_recall(q: str) -> list[str]:
             clear_cache()  # a query seen in an earlier run (or size) must not skip its embedding
             c, t = time.process_time(), time.perf_counter()
-            store.recall(q, k=k, token_budget=None)
+            got = store.recall(q, k=k, token_budget=None)
             lat.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)
             for stage, ms in store.last_timings.items():
                 stages.setdefault(stage, []).append(ms)
+            return [r.id for r in got]
+
+        def time_raw(q: str, v) -> list[str]:
+            c, t = time.process_time(), time.perf_counter()
+            res = raw.query(query_embeddings=[v], n_results=k, include=["distances"])
+            raw_k.append((time.perf_counter() - t) * 1000)
+            raw_cpu.append((time.process_time() - c) * 1000)
+            t = time.perf_counter()
+            raw.query(query_embeddings=[v], n_results=cand, include=["distances"])
+            raw_cand.append((time.perf_counter() - t) * 1000)
+            clear_cache()
+            c, t = time.process_time(), time.perf_counter()
+            raw.query(query_embeddings=[embed_query(q)], n_results=k, include=["distances"])
+            raw_emb.append((time.perf_counter() - t) * 1000)
+            raw_emb_cpu.append((time.process_time() - c) * 1000)
+            return res["ids"][0]
+
+        for i, (q, v) in enumerate(zip(qs, qvecs[3:])):
+            if i % 2:  # alternate which side goes first
+                ours = time_recall(q)
+                theirs = time_raw(q, v)
+            else:
+                theirs = time_raw(q, v)
+                ours = time_recall(q)
+            overlap.append(len(set(ours) & set(theirs)) / k)
         count = store.db.execute("select count(*) from memories where status = 'active'").fetchone()[0]
     finally:
         store.close()
-    import torch
+        client.close()
 
-    res = {"n": n, "active_memories": count, "n_queries": len(lat), "k": k,
-           "p50_ms": round(percentile(lat, 0.5), 2), "p95_ms": round(percentile(lat, 0.95), 2),
+    p50, p95 = percentile(lat, 0.5), percentile(lat, 0.95)
+    r50, r95 = percentile(raw_k, 0.5), percentile(raw_k, 0.95)
+    res = {"n": n, "active_memories": count, "raw_count": raw_info["n"], "n_queries": len(lat),
+           "k": k, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
            "p99_ms": round(percentile(lat, 0.99), 2), "max_ms": round(max(lat), 2),
            "cpu_ms": {"p50": round(percentile(cpu, 0.5), 2), "p95": round(percentile(cpu, 0.95), 2)},
            "stages_ms": {s: {"p50": round(percentile(v, 0.5), 2), "p95": round(percentile(v, 0.95), 2)}
                          for s, v in stages.items()},
-           "build": info, "store": str(home), "load_average": [round(x, 2) for x in os.getloadavg()],
-           "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+           "raw_chromadb": {"what": f"bare chromadb collection.query, precomputed query embedding, "
+                                    f"n_results={k}, include=distances",
+                            "ms": _stats(raw_k), "cpu_ms": _stats(raw_cpu)},
+           "raw_chromadb_candidates": {"what": f"the same at n_results={cand} (recall's vector stage)",
+                                       "ms": _stats(raw_cand)},
+           "raw_chromadb_with_query_embedding": {
+               "what": f"the query text embedded by the same embedder (cache cleared) + the raw "
+                       f"query at n_results={k}", "ms": _stats(raw_emb), "cpu_ms": _stats(raw_emb_cpu)},
+           "ratio_p50": round(p50 / r50, 2), "ratio_p95": round(p95 / r95, 2),
+           # on a shared machine wall time is mostly waiting for a core; CPU time is the work
+           "ratio_cpu_p50": round(percentile(cpu, 0.5) / percentile(raw_cpu, 0.5), 2),
+           "ratio_cpu_p95": round(percentile(cpu, 0.95) / percentile(raw_cpu, 0.95), 2),
+           "ratio_vs_embedding_plus_raw": {
+               "p50": round(p50 / percentile(raw_emb, 0.5), 2),
+               "p95": round(p95 / percentile(raw_emb, 0.95), 2)},
+           "top_k_overlap_with_raw": round(sum(overlap) / len(overlap), 3),
+           "build": info, "raw_build": raw_info, "store": str(home),
+           "load_average_before": [round(x, 2) for x in load_before],
+           "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     if log:
-        log(f"{n} memories: p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms")
+        log(f"{n} memories: recall p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms; raw chromadb "
+            f"p50 {res['raw_chromadb']['ms']['p50']} ms, p95 {res['raw_chromadb']['ms']['p95']} ms")
     return res
 
 

@@ -48,7 +48,8 @@ def memory_scale(n: list[int] = typer.Option([10_000], "--n", min=1,
                      None, "--cache-dir", help="Where built stores are kept (default ~/.cache/reverie)."),
                  rebuild: bool = typer.Option(False, "--rebuild", help="Build the store again."),
                  json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
-    """Hybrid recall latency (p50/p95, per stage) over N synthetic memories, built once and cached."""
+    """Hybrid recall latency (p50/p95, per stage) over N synthetic memories, beside a bare chromadb
+    collection with the same embeddings and k in the same run (interleaved); built once, cached."""
     from bench.memory_scale import run
 
     results = []
@@ -63,8 +64,11 @@ def memory_scale(n: list[int] = typer.Option([10_000], "--n", min=1,
         return
     for r in results:
         stages = " · ".join(f"{s} {v['p50']:.1f}/{v['p95']:.1f}" for s, v in r["stages_ms"].items())
-        typer.echo(f"{r['n']} memories, {r['n_queries']} queries: p50 {r['p50_ms']:.1f} ms, "
-                   f"p95 {r['p95_ms']:.1f} ms (load average {r['load_average'][0]:.2f})")
+        raw = r["raw_chromadb"]["ms"]
+        typer.echo(f"{r['n']} memories, {r['n_queries']} queries, k={r['k']}: recall p50 {r['p50_ms']:.1f} ms, "
+                   f"p95 {r['p95_ms']:.1f} ms · raw chromadb p50 {raw['p50']:.1f} ms, p95 {raw['p95']:.1f} ms "
+                   f"· ratio p50 {r['ratio_p50']:.1f}×, p95 {r['ratio_p95']:.1f}× "
+                   f"(load average {r['load_average'][0]:.2f})")
         typer.echo(f"  per stage p50/p95 ms: {stages}")
 
 
