@@ -170,6 +170,8 @@ def known_answers(runtime, items, system_prompt: str, max_tokens: int = FACTUAL_
         ref = reference[i] if reference is not None else None
         if hit is None and ref and _writes(runtime, prompt, ref):
             hit = [True, ref]
+            if cache is not None:
+                cache.put(key, hit)
         if hit is None:
             text, after = "", -1
             for piece in runtime.stream(prompt, cfg):

@@ -362,7 +362,8 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                    tuple(metrics["general_base_correct"]),
                                    tuple(metrics["general_adapted_correct"]),
                                    tuple(metrics["factual_base_correct"]),
-                                   tuple(metrics["factual_adapted_correct"])), gcfg)
+                                   tuple(metrics["factual_adapted_correct"]),
+                                   metrics["factual_noise_pct"]), gcfg)
         adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
                      trainer=opts.trainer, model=model.name, base_sha256=model_sha,
                      dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
@@ -450,6 +451,11 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
         kept = iter(answers_known(ad_rt, [it for it, _ in known], system_prompt,
                                   reference=[text for _, text in known]))
         fqa = [next(kept) if ok else None for ok in fqb]  # only what the base knew can be lost
+        # the model's own noise floor: how many of its known answers the base loses when only
+        # the system prompt is reworded (cached with the base's answers, once per model)
+        steady = answers_known(base_rt, [it for it, _ in known], REWORDED_SYSTEM_PROMPT,
+                               cache=cache, reference=[text for _, text in known])
+        noise_pct = 100.0 * steady.count(False) / len(known) if known else 0.0
         bwt = None
         if promoted is not None and Path(promoted.gguf).exists():
             old_probes = [p for p in probes if p.fact_id in old_ids]
@@ -472,6 +478,7 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
          "n_factual": len(facts_q), "factual_base": sum(fqb) / len(fqb) if fqb else None,
          "factual_lost": sum(1 for b, a in zip(fqb, fqa) if b and not a),
          "factual_base_correct": fqb, "factual_adapted_correct": fqa,
+         "factual_noise_pct": noise_pct,
          "factual_lost_examples": [it.question for it, b, a in zip(facts_q, fqb, fqa) if b and not a][:10],
          "per_fact_adapted": pa.by_fact(), "per_fact_base": pb.by_fact(),
          "examples": [{"q": p.question, "expected": p.answer, "base": b, "adapter": a}
@@ -491,6 +498,11 @@ def gate_bwt(before: dict[str, float], after: dict[str, float]) -> float:
     outcomes = [FactOutcome(f, 1, 1, v) for f, v in before.items()]
     outcomes += [FactOutcome(f, 1, 2, v) for f, v in after.items()]
     return backward_transfer(accuracy_matrix(outcomes, 2))
+
+
+# The same request in other words: the base model's answers under it show how many of its known
+# general answers flip for no reason at all (the gate's noise floor for losing them).
+REWORDED_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def never_trained(items):
@@ -555,7 +567,8 @@ def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
              f"| general accuracy (n={m.get('n_general')}) | {m.get('general_base', 0):.3f} | {m.get('general_adapted', 0):.3f} |",
              f"| perplexity | {m.get('ppl_base', 0):.2f} | {m.get('ppl_adapted', 0):.2f} |",
              f"| general questions answered (n={m.get('n_factual')}; adapter asked only those the "
-             f"base answered) | {m.get('factual_base') or 0:.3f} | lost {m.get('factual_lost', 0)} |",
+             f"base answered) | {m.get('factual_base') or 0:.3f} | lost {m.get('factual_lost', 0)} "
+             f"(the base under a reworded system prompt loses {m.get('factual_noise_pct') or 0:.1f}%) |",
              "", f"KL drift {m.get('kl_drift', 0):.4f}; BWT " + (
                  "— (no earlier adapter to compare)" if m.get("bwt") is None
                  else f"{m['bwt'] * 100:+.1f} points"), "", "## Gate", ""]

@@ -240,9 +240,10 @@ class GateConfig:
     # 0 = the point estimate decides.
     general_confidence: float = 0.9
     # Short general questions the base model answered (greedy, the bundled factual set): the
-    # adapter may lose at most this percentage of them. A count, not a confidence bound: the
-    # answers are deterministic, and losing what everyone knows ("capital of France") is the
-    # damage users notice first.
+    # adapter may lose at most this many percentage points of them more than the base model
+    # itself loses when only its system prompt is reworded (the model's own noise floor: 11% of
+    # its known answers on the 135M default). Losing what everyone knows ("capital of France")
+    # is the damage users notice first.
     max_factual_lost_pct: float = 3.0
 
     def __post_init__(self):
@@ -288,6 +289,8 @@ class GateInputs:
     # item the base did not answer may be None: only answers the base knew can be lost)
     factual_base_correct: tuple | None = None
     factual_adapted_correct: tuple | None = None
+    # percent of those answers the base itself loses under a reworded system prompt (0 if unknown)
+    factual_noise_pct: float = 0.0
 
 
 @dataclass
@@ -369,11 +372,16 @@ def gate(inputs: GateInputs, config: GateConfig | None = None) -> GateResult:
         known = sum(1 for b in fb if b)
         lost = sum(1 for b, a in zip(fb, fa) if b and not a)
         pct = 100.0 * lost / known if known else 0.0
-        ok = pct <= cfg.max_factual_lost_pct + 1e-9
+        noise = float(inputs.factual_noise_pct or 0.0)
+        if not 0 <= noise <= 100:
+            raise MetricsError(f"GateInputs.factual_noise_pct must be a percentage, got {noise!r}.")
+        limit = noise + cfg.max_factual_lost_pct
+        ok = pct <= limit + 1e-9
+        floor = f"the base's own {noise:.1f}% under a reworded system prompt + " if noise else ""
         checks.append(GateCheck(
-            "factual_lost", pct, cfg.max_factual_lost_pct, ok,
+            "factual_lost", pct, limit, ok,
             f"lost {lost} of the {known} general questions the base model answered ({pct:.1f}%), "
-            f"{'within' if ok else 'over'} the {cfg.max_factual_lost_pct:g}% budget"))
+            f"{'within' if ok else 'over'} {floor}the {cfg.max_factual_lost_pct:g}-point budget"))
 
     if inputs.ppl_ratio is not None:
         r = float(inputs.ppl_ratio)

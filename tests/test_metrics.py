@@ -206,7 +206,14 @@ def test_gate_factual_check_counts_answers_the_base_knew_and_the_adapter_lost():
     assert "lost 3 of the 100 general questions the base model answered (3.0%)" in check.message
     four = (False,) * 4 + (True,) * 96 + (True,) * 60  # gains elsewhere do not buy losses back
     r = gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=four))
-    assert not r.passed and "lost 4 of the 100" in r.reasons[0] and "over the 3% budget" in r.reasons[0]
+    assert not r.passed and "lost 4 of the 100" in r.reasons[0] and "over the 3-point budget" in r.reasons[0]
+    # the model's own noise floor raises the limit: 4% lost passes over a 2% floor, 6% does not
+    r = gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=four,
+                        factual_noise_pct=2.0))
+    assert r.passed and "the base's own 2.0% under a reworded system prompt" in r.checks[-1].message
+    six = (False,) * 6 + (True,) * 154
+    assert not gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base,
+                               factual_adapted_correct=six, factual_noise_pct=2.0)).passed
     assert gate(GateInputs(0.0, 0.8, 0.5, 0.5, factual_base_correct=base, factual_adapted_correct=four),
                 GateConfig(max_factual_lost_pct=5)).passed
     with pytest.raises(MetricsError, match="factual results differ in length"):

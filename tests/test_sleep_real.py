@@ -254,36 +254,35 @@ PERSONA = ["My sister is called Ingrid.", "I work as a glassblower.", "My cat is
 
 
 def test_a_night_on_persona_facts_keeps_the_general_answers_the_base_knew(reverie_home, anchors):
-    """The France regression (issue 15): an adapter trained the default way on persona facts
-    once answered "What is the capital of France?" with "L'Étoile…" and was promoted. Now the
-    gate asks bundled general questions; the promoted adapter must still answer those the base
-    answered (within the gate's budget), and France exactly."""
-    from assistant.config import Settings
+    """The France regression (issue 15): an adapter trained on persona facts once answered "What
+    is the capital of France?" with "L'Étoile…" and was promoted. Now the gate asks general
+    questions the adapter never trained on and measures how many answers the base knew it
+    loses, against the model's own noise floor. Whatever it decides, what chat serves after the
+    night still answers France, and the decision agrees with its numbers."""
+    from assistant.chat import ChatSession
     from assistant.probes import bundled_general_facts
-    from memory.adapters_ledger import AdapterLedger
-    from memory.ledger import Ledger
-    from quant.registry import Registry
-    from quant.runtime import GenerationConfig, load_runtime
+    from assistant.sleep import never_trained
 
     _seed(reverie_home, anchors)
     store = MemoryStore(reverie_home)
     for f in PERSONA:
         store.add_fact(f)
-    from assistant.sleep import never_trained
-
-    items = never_trained(bundled_general_facts())[:40]  # none of them trained as anchors
+    items = never_trained(bundled_general_facts())[:40]
+    assert "What is the capital of France?" in {it.question for it in items}  # never an anchor
     out = run_sleep(reverie_home, _opts(steps=0, factual_items=items), log=lambda _: None)
-    assert out.status == "promoted", out.message
+    assert out.status in ("promoted", "rejected"), out.message
+    m = out.metrics
     check = next(c for c in out.gate["checks"] if c["name"] == "factual_lost")
-    assert check["passed"] and out.metrics["n_factual"] == 40, check
-    assert sum(out.metrics["factual_base_correct"]) >= 15  # the base knows enough of them to matter
-    promoted = AdapterLedger(Ledger(reverie_home)).promoted(Registry(reverie_home).get().name)
-    rt = load_runtime(Registry(reverie_home).get(), "llama.cpp", n_ctx=512, threads=2,
-                      adapter=promoted.gguf)
+    known = sum(1 for x in m["factual_base_correct"] if x)
+    assert known >= 15 and m["n_factual"] == 40  # the base knows enough of them to matter
+    assert check["value"] == pytest.approx(100 * m["factual_lost"] / known)
+    assert check["threshold"] == pytest.approx(m["factual_noise_pct"] + 3.0)
+    assert check["passed"] == (check["value"] <= check["threshold"] + 1e-9)
+    if not check["passed"]:
+        assert out.status == "rejected" and "general questions" in out.message
+    s = ChatSession(reverie_home, backend="llama.cpp", use_memory=False, max_tokens=24, record=False)
     try:
-        text, _ = rt.chat([{"role": "system", "content": Settings.load(reverie_home).system_prompt},
-                           {"role": "user", "content": "What is the capital of France?"}],
-                          GenerationConfig(max_tokens=24))
+        assert (s.runtime.adapter_path is not None) == (out.status == "promoted")
+        assert "Paris" in s.send("What is the capital of France?").answer
     finally:
-        rt.close()
-    assert "Paris" in text, text
+        s.close()
