@@ -30,6 +30,10 @@ def sleep(
         0.9, "--general-confidence",
         help="Gate: reject on general accuracy only when the drop is over budget at this one-sided "
              "confidence (bootstrap over the probe items); 0 = the measured drop decides."),
+    max_factual_lost: float = typer.Option(
+        3.0, "--max-factual-lost", min=0.0, max=100.0,
+        help="Gate: of the general questions the base model answers, the adapter may lose this many "
+             "percentage points more than the base itself loses when its system prompt is reworded."),
     trainer: str = typer.Option(
         "peft", "--trainer",
         help="peft: torch on the dequantized GGUF (CPU, CUDA, Apple MPS); mlx: QLoRA with MLX on "
@@ -51,7 +55,8 @@ def sleep(
     opts = SleepOptions(strategy=strategy, dry_run=dry_run, model=model, steps=steps, rank=rank,
                         force=force, gate={"max_general_drop_points": max_general_drop,
                                            "max_ppl_ratio": max_ppl_ratio,
-                                           "general_confidence": general_confidence},
+                                           "general_confidence": general_confidence,
+                                           "max_factual_lost_pct": max_factual_lost},
                         merge=check_merge_type(merge), checkpoint_every=checkpoint_every,
                         trainer=trainer)
     log = (lambda s: typer.echo(s, err=True))
