@@ -123,3 +123,19 @@ def test_contradictory_preferences_the_newer_wins_and_the_report_says_so():
     table = render_table(res)
     assert "preference" in table.splitlines()[0] and "general questions change" in table
     assert "-0.6 points" in table
+
+
+def test_fix_without_a_previous_answer_is_refused_and_stores_nothing(tmp_path, llama_runtime):
+    from assistant.chat import ChatSession
+    from memory.feedback import FeedbackLog
+
+    s = ChatSession(tmp_path / "home", runtime=llama_runtime, use_adapter=False, max_tokens=4)
+    try:
+        assert s.command("/fix In short: yes.").output == "nothing to rate yet: ask something first."
+        assert s.command("/fix").output.startswith("usage: /fix")
+        assert FeedbackLog(s.services.ledger).list(limit=None) == []
+        s.send("Is it going to rain?")
+        assert "correction stored" in s.command("/fix In short: take an umbrella.").output
+        assert [f.kind for f in FeedbackLog(s.services.ledger).list(limit=None)] == ["fix"]
+    finally:
+        s.close()
