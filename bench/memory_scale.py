@@ -28,9 +28,11 @@ import random
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 VERSION = 1  # bump when the corpus generator changes: cached corpora are then rebuilt
+STORE_VERSION = 2  # bump when how a store is built changes (2: the store's own index forms)
 CHUNK = 2048  # texts embedded between checkpoints of the embedding cache
 
 _NAMES = ("Ada Bruno Chen Dara Elif Farid Greta Hiro Ines Jonas Kemi Lars Maya Nils Omar Priya "
@@ -157,29 +159,60 @@ def embeddings(texts: list[str], cache: Path, progress: Callable[[int, int], Non
     return have[:len(texts)]
 
 
+def _forms() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The index text forms a new MemoryStore writes (FTS, vector): the bench builds what the
+    product would build."""
+    from memory import store as store_mod
+
+    return tuple(store_mod.FTS_FORM), tuple(store_mod.VECTOR_FORM)
+
+
+def entries(n: int, seed: int, root: Path, progress=None):
+    """The store's rows and index entries for corpus(n): (items, ids, fts bodies, vector ids,
+    vector metadata, vectors). Vector entries come from memory.store's own _vector_rows (one per
+    memory, plus one per sentence of a long turn when the form says so); their embeddings are
+    cached per form, prefix-stable (one file for the per-memory entries, one for the extra ones)."""
+    import numpy as np
+
+    from memory import store as store_mod
+
+    fts_form, vec_form = _forms()
+    items = corpus(n, seed)
+    ids = [f"m_syn{i:09d}" for i in range(n)]
+    bodies = [store_mod.index_text(text, src, fts_form) for _, text, src in items]
+    mems = [SimpleNamespace(id=ids[i], text=text, source=src, kind=kind, status="active")
+            for i, (kind, text, src) in enumerate(items)]
+    rows = store_mod._vector_rows(mems, vec_form)
+    main = [r for r in rows if "#" not in r[0]]
+    extra = [r for r in rows if "#" in r[0]]
+    key = "-".join(f for f in vec_form if f != "sentences")
+    name = f"emb-v{VERSION}-s{seed}" + ("" if key == "speaker" else f"-{key}")
+    vecs = embeddings([t for _, t, _ in main], root / f"{name}.npy", progress)
+    if extra:
+        vecs = np.concatenate([vecs, embeddings([t for _, t, _ in extra],
+                                                root / f"{name}-sentences.npy", progress)])
+    vids = [r[0] for r in main + extra]
+    metas = [r[2] for r in main + extra]
+    return items, ids, bodies, vids, metas, np.asarray(vecs, dtype=np.float32)
+
+
 def build(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False,
           progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
     """A store home with n synthetic memories (cached under root); returns (home, build info)."""
-    import numpy as np
-
     from memory import MemoryStore
-    from memory.store import index_text
 
     root = Path(root or cache_root())
-    home = root / f"store-v{VERSION}-s{seed}-n{n}"
+    home = root / f"store-v{STORE_VERSION}-s{seed}-n{n}"
     marker = home / "built.json"
     if marker.exists() and not rebuild:
         return home, {**json.loads(marker.read_text()), "cached": True}
     shutil.rmtree(home, ignore_errors=True)
-    items = corpus(n, seed)
-    bodies = [index_text(text, src) for _, text, src in items]
     t0 = time.perf_counter()
-    vecs = embeddings(bodies, root / f"emb-v{VERSION}-s{seed}.npy", progress)
+    items, ids, bodies, vids, metas, vecs = entries(n, seed, root, progress)
     embed_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    store = MemoryStore(home)
+    store = MemoryStore(home)  # a new store records its index form: heal_index leaves it be
     now = time.time()
-    ids = [f"m_syn{i:09d}" for i in range(n)]
     created = [now - (n - i) * 600.0 for i in range(n)]  # one every 10 minutes, oldest first
     with store.db.atomic():
         store.db.conn.executemany(
@@ -190,11 +223,9 @@ def build(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False
         seqs = [r[0] for r in store.db.execute("select seq from memories order by seq")]
         store.db.conn.executemany("insert into memories_fts(rowid, body) values (?, ?)",
                                   list(zip(seqs, bodies)))
-    store.vectors.add_embedded(ids, np.asarray(vecs, dtype=np.float32),
-                               [{"kind": kind, "created": created[i]}
-                                for i, (kind, _, _) in enumerate(items)])
-    info = {"n": n, "seed": seed, "embed_s": round(embed_s, 1),
-            "index_s": round(time.perf_counter() - t1, 1)}
+    store.vectors.add_embedded(vids, vecs, metas)
+    info = {"n": n, "seed": seed, "vector_entries": len(vids), "form": list(_forms()[1]),
+            "embed_s": round(embed_s, 1), "index_s": round(time.perf_counter() - t1, 1)}
     store.close()
     marker.write_text(json.dumps(info))
     return home, {**info, "cached": False}
@@ -205,18 +236,14 @@ RAW_COLLECTION = "raw"
 
 def build_raw(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = False,
               progress: Callable[[int, int], None] | None = None):
-    """The reference: a bare chromadb collection with the store's n vectors and metadata
+    """The reference: a bare chromadb collection with the store's vector entries and metadata
     (cached under root); returns (client, collection, build info)."""
-    import numpy as np
-
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     import chromadb
     from chromadb.config import Settings
 
-    from memory.store import index_text
-
     root = Path(root or cache_root())
-    path = root / f"raw-chroma-v{VERSION}-s{seed}-n{n}"
+    path = root / f"raw-chroma-v{STORE_VERSION}-s{seed}-n{n}"
     marker = path / "built.json"
     if rebuild or not marker.exists():
         shutil.rmtree(path, ignore_errors=True)
@@ -226,18 +253,14 @@ def build_raw(n: int, seed: int = 0, root: Path | None = None, rebuild: bool = F
                                           configuration={"hnsw": {"space": "cosine"}})
     if cached:
         return client, col, {**json.loads(marker.read_text()), "cached": True}
-    items = corpus(n, seed)
-    vecs = embeddings([index_text(text, src) for _, text, src in items],
-                      root / f"emb-v{VERSION}-s{seed}.npy", progress)
+    _, _, _, vids, metas, vecs = entries(n, seed, root, progress)
     t0 = time.perf_counter()
-    now = time.time()
-    ids = [f"m_syn{i:09d}" for i in range(n)]
-    metas = [{"kind": kind, "created": now - (n - i) * 600.0} for i, (kind, _, _) in enumerate(items)]
     step = min(4096, client.get_max_batch_size())
-    for start in range(0, n, step):
+    for start in range(0, len(vids), step):
         sl = slice(start, start + step)
-        col.add(ids=ids[sl], embeddings=np.asarray(vecs[sl], dtype=np.float32), metadatas=metas[sl])
-    info = {"n": n, "seed": seed, "index_s": round(time.perf_counter() - t0, 1)}
+        col.add(ids=vids[sl], embeddings=vecs[sl], metadatas=metas[sl])
+    info = {"n": n, "seed": seed, "vector_entries": len(vids),
+            "index_s": round(time.perf_counter() - t0, 1)}
     marker.write_text(json.dumps(info))
     return client, col, {**info, "cached": False}
 
@@ -309,7 +332,7 @@ def run(n: int = 10_000, n_queries: int = 200, k: int = 10, seed: int = 0,
             raw.query(query_embeddings=[embed_query(q)], n_results=k, include=["distances"])
             raw_emb.append((time.perf_counter() - t) * 1000)
             raw_emb_cpu.append((time.process_time() - c) * 1000)
-            return res["ids"][0]
+            return list(dict.fromkeys(i.split("#", 1)[0] for i in res["ids"][0]))
 
         for i, (q, v) in enumerate(zip(qs, qvecs[3:])):
             if i % 2:  # alternate which side goes first
@@ -326,7 +349,8 @@ def run(n: int = 10_000, n_queries: int = 200, k: int = 10, seed: int = 0,
 
     p50, p95 = percentile(lat, 0.5), percentile(lat, 0.95)
     r50, r95 = percentile(raw_k, 0.5), percentile(raw_k, 0.95)
-    res = {"n": n, "active_memories": count, "raw_count": raw_info["n"], "n_queries": len(lat),
+    res = {"n": n, "active_memories": count, "vector_entries": info.get("vector_entries"),
+           "raw_vector_entries": raw_info.get("vector_entries"), "n_queries": len(lat),
            "k": k, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
            "p99_ms": round(percentile(lat, 0.99), 2), "max_ms": round(max(lat), 2),
            "cpu_ms": {"p50": round(percentile(cpu, 0.5), 2), "p95": round(percentile(cpu, 0.95), 2)},
