@@ -33,7 +33,7 @@ DUPLICATE_COSINE = 0.92
 # first-place RRF score: a clearly better-ranked turn still wins).
 FACT_PRIOR = 0.3 / 11
 # Recall's tuned weights (bench/recall_ablation.py: each on/off, cross-validated by conversation).
-DEFAULT_OPTIONS = RecallOptions(speaker_focus=1.0, strip_speaker_names=True,
+DEFAULT_OPTIONS = RecallOptions(fusion="score", speaker_focus=2.0, strip_speaker_names=True,
                                 strip_names_vector=True, date_focus=1.0, neighbour_expand=True,
                                 forward_share=0.6)
 # What each index's text carries besides the memory's words (index_text): "speaker", "date".
