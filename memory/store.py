@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from common.files import atomic_write_text
+
 from . import facts as factrules
 from . import hygiene
 from . import io as memio
@@ -472,7 +474,7 @@ class MemoryStore:
             return dict(LEGACY_INDEX_FORM)  # built before the form was recorded
 
     def _write_index_form(self) -> None:
-        _write_private(self._index_form_path(), json.dumps(
+        atomic_write_text(self._index_form_path(), json.dumps(
             {"fts": list(self.fts_form), "vector": list(self.vector_form)}) + "\n")
 
     def heal_index(self) -> tuple[int, int]:
@@ -525,7 +527,7 @@ class MemoryStore:
             rec = _row_to_memory(r).to_dict()
             rec["history"] = hist.get(r["id"], [])
             lines.append(memio.record_line(rec))
-        _write_private(Path(path), "".join(line + "\n" for line in lines))
+        atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
         return len(lines)
 
     def import_jsonl(self, path: Path, progress: Progress = None) -> int:
@@ -830,23 +832,3 @@ class _StageClock:
         t = time.perf_counter()
         self.ms[stage] = self.ms.get(stage, 0.0) + (t - self._t) * 1000
         self._t = t
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Atomic 0600 write (memory/ cannot use assistant.files: layers point the other way)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
