@@ -84,6 +84,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     outcomes: dict[str, list] = {a: [] for a in ARMS}
     per_night = []
     last = {}
+    gguf = None  # the adapter the adapter arms use
     sleeps = []
     for night in range(1, nights + 1):
         tonight = [f for f in facts if f.night == night]
@@ -115,10 +116,11 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         probes = [Probe(f.id, q, f.answer, f.aliases) for f in taught for q in f.questions]
         night_of = {f.id: f.night for f in facts}
         with Ledger(home) as ledger:
-            # the adapter arms use the newest trained adapter (promoted or not): the experiment
-            # measures what training did; the gate's decision is reported beside it
-            cand = AdapterLedger(ledger).list(session.runtime.model.name)
-            gguf = cand[-1].gguf if cand else None
+            # the adapter arms use tonight's trained adapter (promoted or not): the experiment
+            # measures what training did; the gate's decision is reported beside it. A night that
+            # trained nothing keeps the previous night's adapter.
+            if out.adapter_id and out.status in ("promoted", "rejected"):
+                gguf = AdapterLedger(ledger).get(out.adapter_id).gguf
             base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
             ad_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048, adapter=gguf) if gguf else None
             services = Services(home, ledger)
