@@ -27,7 +27,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
                    general_limit: int = 100, steps: int = 0, on_train=None, learning_rate: float = 0.0,
                    home: Path | None = None, gate_general: int = 60, gate_texts: int = 5,
                    facts_per_night: int = 0, strategy: str = "retrain",
-                   preferences_path: str | Path | None = None) -> dict:
+                   preferences_path: str | Path | None = None,
+                   factual_limit: int | None = None) -> dict:
     """With preferences_path the nights also teach habits (assistant.habit_eval): each night the
     user states that night's preferences and /fixes their demos beside telling the facts, and the
     four arms are scored on both: personal_acc and preference_acc from the same adapter."""
@@ -102,7 +103,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
         # the gate inside sleep uses a lighter general probe than the final report
         out = run_sleep(home, nightly_options(exclude, steps=steps, force=True, strategy=strategy,
                                               learning_rate=learning_rate, gate_general=gate_general,
-                                              gate_texts=gate_texts),
+                                              gate_texts=gate_texts, gate_factual=factual_limit),
                         log=log, on_train=on_train)
         sleeps.append({"night": night, "status": out.status, "message": out.message,
                        "adapter": out.adapter_id, "gate": out.gate})
@@ -159,7 +160,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     gb, ga = fg.general_base, fg.general_adapted
     ppl_b, ppl_a, kl = fg.drift.ppl_base, fg.drift.ppl_adapted, fg.drift.kl
     log("general questions (the gate's bundled factual set), base and adapter")
-    fq = bundled_general_facts()
+    fq = bundled_general_facts()[:factual_limit]
     fqb = answers_known(base_rt, fq, sp, cache=cache)
     fqa = answers_known(ad_rt, fq, sp) if ad_rt is not None else fqb
     mem_bytes = _dir_bytes(home / "chroma") + (home / "ledger.db").stat().st_size

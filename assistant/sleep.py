@@ -72,7 +72,8 @@ class SleepOptions:
 
 def nightly_options(exclude_questions, steps: int = 0, force: bool = False,
                     strategy: str = "retrain", learning_rate: float = 0.0,
-                    gate_general: int = 60, gate_texts: int = 5) -> SleepOptions:
+                    gate_general: int = 60, gate_texts: int = 5,
+                    gate_factual: int | None = None) -> SleepOptions:
     """The `sleep` an experiment runs each night (`reverie eval`, its habit and scenario modes):
     the probe questions are never trained on, and the gate inside sleep uses a lighter general
     probe than the final report."""
@@ -81,7 +82,8 @@ def nightly_options(exclude_questions, steps: int = 0, force: bool = False,
     return SleepOptions(exclude_questions=tuple(exclude_questions), steps=steps, force=force,
                         strategy=strategy, learning_rate=learning_rate,
                         general_items=bundled_general_mc()[:gate_general],
-                        general_texts=bundled_general_text()[:gate_texts])
+                        general_texts=bundled_general_text()[:gate_texts],
+                        factual_items=None if gate_factual is None else gate_factual_items()[:gate_factual])
 
 
 @dataclass
