@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fakes import FakeRuntime
 from memory.recall import (CHAT_HEADER, ChatRecall, Recalled, chat_candidates, first_person,
                            format_for_chat, second_person, select_for_chat)
 
@@ -75,11 +76,6 @@ def test_policy_rejects_bad_values():
 
 
 # --- real embedder + store, fake model --------------------------------------------------------
-class _Tokens:
-    def count_tokens(self, text):
-        return len(text) // 4
-
-
 @pytest.fixture
 def told(tmp_path):
     """Services over a real store, after a conversation with two statements and junk answers."""
@@ -99,24 +95,24 @@ def told(tmp_path):
 
 @pytest.mark.slow
 def test_recall_shows_the_fact_not_the_assistant_or_the_covered_turn(told):
-    items, block = told.recall("What is my sister's name?", _Tokens())
+    items, block = told.recall("What is my sister's name?", FakeRuntime())
     assert [i.kind for i in items] == ["fact"]
     assert "Your sister is called Ingrid." in block and "cat" not in block
     why = told.describe(items[0])
     assert why.startswith(f"[{items[0].id}] (fact)") and "Ingrid" in why
 
-    items, block = told.recall("Which instrument do I play?", _Tokens())
+    items, block = told.recall("Which instrument do I play?", FakeRuntime())
     assert [(i.kind, i.text) for i in items] == [("episodic", "I play the bassoon.")]
     assert "episodic, user turn" in told.describe(items[0])
 
-    assert told.recall("What is the capital of France?", _Tokens()) == ([], "")
+    assert told.recall("What is the capital of France?", FakeRuntime()) == ([], "")
 
 
 @pytest.mark.slow
 def test_forgotten_fact_does_not_come_back_through_its_turn(told):
-    items, _ = told.recall("What is my sister's name?", _Tokens())
+    items, _ = told.recall("What is my sister's name?", FakeRuntime())
     told.memory.forget(items[0].id)
-    items, block = told.recall("What is my sister's name?", _Tokens())
+    items, block = told.recall("What is my sister's name?", FakeRuntime())
     assert "Ingrid" not in block and all("Ingrid" not in i.text for i in items)
 
 

@@ -10,84 +10,33 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from fakes import TAGS, FakeRuntime, last_user
 from memory_fakes import fake_embedder  # noqa: F401 - fixture
 
 runner = CliRunner()
 
 
 # --- a scripted model --------------------------------------------------------------------------
-@dataclass
-class _Stats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float = 0.001
-    total_s: float = 0.002
-    loop_cut: int | None = None
-    finish_reason: str = "stop"
-
-    def trimmed(self, text):
-        return text
-
-    @property
-    def tokens_per_s(self):
-        return 100.0
-
-
-class ScriptedRuntime:
-    """Answers "ok: <the last user message, first 30 chars>"; counts one token per 4 characters."""
-
-    class model:
-        name = "scripted"
-
-    backend = "llama.cpp"
-    adapter_path = None
-    n_ctx = 2048
-    prompts: list[str] = []
-
-    def __init__(self, *a, **kw):
-        self.last_stats = _Stats()
-
-    def set_adapter(self, path):
-        self.adapter_path = path
-
-    def format_chat(self, messages):
-        return "\n".join(f"<{m['role']}>{m['content']}" for m in messages)
-
-    def count_tokens(self, text):
-        return len(text) // 4 + 1
-
-    def tokenize(self, text, add_bos=True):
-        return list(range(len(text) // 4 + 1))
-
-    def detokenize(self, ids):
-        return "x" * (4 * len(ids))
-
-    def stream(self, prompt, config=None, on_first_token=None):
-        ScriptedRuntime.prompts.append(prompt)
-        last = prompt.rsplit("<user>", 1)[-1]
-        answer = "ok: " + " ".join(last.split())[:30]
-        self.last_stats = _Stats(self.count_tokens(prompt), len(answer.split()))
-        yield from answer.split(" ")[:1]
-        for w in answer.split(" ")[1:]:
-            yield " " + w
-
-    def close(self):
-        pass
+def _echo(prompt):
+    """Answers "ok: <the last user message, first 30 chars>"."""
+    return "ok: " + " ".join(last_user(prompt).split())[:30]
 
 
 @pytest.fixture
 def scripted(monkeypatch, fake_embedder):  # noqa: F811
+    """Every runtime the CLI opens is a FakeRuntime; .prompts holds what each was asked."""
     import assistant.chat
 
-    ScriptedRuntime.prompts = []
-    monkeypatch.setattr(assistant.chat, "open_runtime", lambda *a, **kw: ScriptedRuntime())
-    return ScriptedRuntime
+    prompts: list[str] = []
+    monkeypatch.setattr(assistant.chat, "open_runtime", lambda *a, **kw: FakeRuntime(
+        _echo, name="scripted", backend="llama.cpp", chat_format=TAGS, prompts=prompts))
+    return SimpleNamespace(prompts=prompts)
 
 
 def _conversations(home):

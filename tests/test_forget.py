@@ -11,15 +11,11 @@ from typer.testing import CliRunner
 from assistant.errors import ReverieError
 from assistant.forget import forget_matching, forget_memory, leaked_files
 from assistant.services import Services
+from fakes import FakeRuntime
 from memory import MemoryStore
 from memory.adapters_ledger import AdapterLedger
 from memory.feedback import FeedbackLog
 from memory.ledger import Ledger
-
-
-class _Tokens:  # what Services.recall needs of a runtime: a token count
-    def count_tokens(self, text):
-        return max(1, len(text) // 4)
 
 
 def _adapter(home: Path, adapters: AdapterLedger, vid: str, lines: list[str], status: str,
@@ -154,7 +150,7 @@ def test_sixty_turns_of_chat_keep_the_fact_first(reverie_home):
     assert not any("culinary" in m.text for m in store.list(limit=None))
     hits = store.search("Where do I live?", k=12)
     assert hits[0].kind == "fact" and "York" in hits[0].text
-    items, block = services.recall("Where do I live?", _Tokens())
+    items, block = services.recall("Where do I live?", FakeRuntime())
     assert items and items[0].kind == "fact" and "York" in block
     ledger.close()
 

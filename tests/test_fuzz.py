@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from assistant.errors import ReverieError
 from cli.main import app
+from fakes import FakeRuntime
 from memory.errors import MemoryStoreError
 from memory.ledger import LedgerError
 from memory_fakes import LOCOMO_SAMPLE, fake_embedder  # noqa: F401 - fixture
@@ -153,22 +154,6 @@ def test_probe_loaders_raise_only_reverie_errors(data):
                 assert str(path) in str(e) or "probe file" in str(e)
 
 
-class _NoModel:
-    """Slash commands never touch the model; a session needs only its name and adapter slot."""
-
-    class model:
-        name = "no-model"
-
-    backend = "llama.cpp"
-    adapter_path = None
-
-    def set_adapter(self, path):
-        self.adapter_path = path
-
-    def close(self):
-        pass
-
-
 @FUZZ
 @given(line=st.tuples(st.sampled_from(["/help", "/new", "/history", "/why", "/remember", "/good",
                                        "/bad", "/fix", "/memory", "/quit", "/", "/nope", "/REMEMBER"]),
@@ -176,7 +161,8 @@ class _NoModel:
 def test_slash_commands_answer_or_raise_a_domain_error(reverie_home, fake_embedder, line):  # noqa: F811
     from assistant.chat import ChatSession
 
-    s = ChatSession(reverie_home, runtime=_NoModel(), use_adapter=False)
+    rt = FakeRuntime()
+    s = ChatSession(reverie_home, runtime=rt, use_adapter=False)
     try:
         res = s.command(line)
         assert isinstance(res.output, str)
@@ -184,6 +170,7 @@ def test_slash_commands_answer_or_raise_a_domain_error(reverie_home, fake_embedd
         assert str(e)
     finally:
         s.ledger.close()
+    assert rt.prompts == []  # slash commands never reach the model
 
 
 CLI_ARGS = st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),

@@ -7,6 +7,7 @@ import pytest
 from assistant.errors import ReverieError
 from assistant.habits import HabitProbe, follows, load_habits
 from assistant.services import PREFERENCES_HEADER, Services
+from fakes import FakeRuntime
 from memory.ledger import Ledger
 from memory.preferences import extract_preferences
 
@@ -36,10 +37,6 @@ def test_ordinary_talk_and_questions_are_not_habits(said):
 
 
 def test_preferences_are_kept_one_per_slot_and_shown_with_every_answer(reverie_home):
-    class Rt:
-        def count_tokens(self, text):
-            return len(text) // 4
-
     ledger = Ledger(reverie_home)
     services = Services(reverie_home, ledger)
     conv = ledger.new_conversation(model="m")
@@ -52,7 +49,7 @@ def test_preferences_are_kept_one_per_slot_and_shown_with_every_answer(reverie_h
     assert notes == ["changed to: Actually, start every answer with 'Well:' instead"]
     prefs = [m.text for m in services.memory.active_preferences()]
     assert prefs == ["Call me Captain Ortiz.", "Actually, start every answer with 'Well:' instead."]
-    items, block = services.recall("How do volcanoes form?", Rt())
+    items, block = services.recall("How do volcanoes form?", FakeRuntime())
     assert block.splitlines()[0] == PREFERENCES_HEADER and "Captain Ortiz" in block
     assert "Right then" not in block and [i.kind for i in items] == ["preference", "preference"]
     # a name said as "call me" is also the user's name

@@ -2,7 +2,6 @@
 import json
 import math
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from assistant import probes
 from assistant.errors import ReverieError
 from assistant.probes import MCItem, personal_correct, score_multiple_choice
+from fakes import FakeRuntime
 
 SHARED = "/work/shared/data"
 
@@ -158,29 +158,12 @@ def test_personal_correct(text, answer, aliases, expected):
 
 # --- scoring with fakes -------------------------------------------------------------------
 
-class FakeRuntime:
-    """Hand-set log-likelihoods per (context, continuation); words are tokens."""
-
-    def __init__(self, lls=None, vocab=8, table=None):
-        self.lls = lls or {}
-        self.vocab = vocab
-        self.table = table  # optional fixed next-token log-prob row
-        self.words: dict[str, int] = {}
-
-    def loglikelihood(self, context, continuation):
-        return SimpleNamespace(logprob=self.lls[(context, continuation)], n_tokens=1, is_greedy=False)
-
-    def tokenize(self, text, add_bos=True):
-        ids = [self.words.setdefault(w, 1 + len(self.words) % (self.vocab - 1)) for w in text.split()]
-        return ([0] if add_bos else []) + ids
-
-    def count_tokens(self, text):
-        return len(self.tokenize(text, add_bos=False))
-
-    def next_token_logprobs(self, text):
-        n = len(self.tokenize(text))
-        row = self.table if self.table is not None else np.full(self.vocab, -math.log(self.vocab))
-        return np.tile(row, (n, 1))
+def _scored(lls):
+    """A fake whose log-probability of each (context, continuation) is hand-set."""
+    by_context = {}
+    for (context, continuation), lp in lls.items():
+        by_context.setdefault(context, {})[continuation] = lp
+    return FakeRuntime(scores=by_context)
 
 
 def test_mc_scoring_with_hand_set_loglikelihoods():
@@ -199,15 +182,15 @@ def test_mc_scoring_with_hand_set_loglikelihoods():
            ("c3", " a"): -5.0, ("c3", " b"): -4.0, ("c3", " c"): -1.0,
            ("c4", " yy"): -2.0, ("c4", " zz"): -2.0}
     seen = []
-    r = score_multiple_choice(FakeRuntime(lls), items, progress=lambda d, t: seen.append((d, t)))
+    r = score_multiple_choice(_scored(lls), items, progress=lambda d, t: seen.append((d, t)))
     assert r.correct == [False, True, False, True]
     assert r.correct_norm == [True, True, False, True]
     assert (r.acc, r.acc_norm, r.n) == (0.5, 0.75, 4)
     assert seen[-1] == (4, 4) and len(seen) == 4
-    r2 = score_multiple_choice(FakeRuntime(lls), items, limit=2)
+    r2 = score_multiple_choice(_scored(lls), items, limit=2)
     assert (r2.acc, r2.acc_norm, r2.ids) == (0.5, 1.0, ["1", "2"])
     with pytest.raises(ReverieError):
-        score_multiple_choice(FakeRuntime(lls), items, limit=0)
+        score_multiple_choice(_scored(lls), items, limit=0)
 
 
 def test_perplexity_uniform_fake_is_vocab_size():
@@ -217,17 +200,17 @@ def test_perplexity_uniform_fake_is_vocab_size():
 
 def test_kl_drift_with_fakes():
     texts = ["one two three four", "five six"]
-    base = FakeRuntime(vocab=2, table=np.log([0.5, 0.5]))
-    same = FakeRuntime(vocab=2, table=np.log([0.5, 0.5]))
-    other = FakeRuntime(vocab=2, table=np.log([0.25, 0.75]))
+    base = FakeRuntime(vocab=2, logprobs=np.log([0.5, 0.5]))
+    same = FakeRuntime(vocab=2, logprobs=np.log([0.5, 0.5]))
+    other = FakeRuntime(vocab=2, logprobs=np.log([0.25, 0.75]))
     assert probes.kl_drift(base, same, texts) == 0.0
     assert probes.kl_drift(base, other, texts) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
 
 
 def test_drift_is_perplexity_of_each_and_kl_in_one_pass():
     texts = ["one two three four", "five six"]
-    base = FakeRuntime(vocab=2, table=np.log([0.5, 0.5]))
-    other = FakeRuntime(vocab=2, table=np.log([0.25, 0.75]))
+    base = FakeRuntime(vocab=2, logprobs=np.log([0.5, 0.5]))
+    other = FakeRuntime(vocab=2, logprobs=np.log([0.25, 0.75]))
     d = probes.drift(base, other, texts)
     assert d.ppl_base == pytest.approx(probes.perplexity(base, texts))
     assert d.ppl_adapted == pytest.approx(probes.perplexity(other, texts))

@@ -3,17 +3,14 @@ and a turn that said more than its facts stays recallable. Real SQLite, chromadb
 import time
 
 from assistant.services import Services
+from fakes import FakeRuntime
 from memory.adapters_ledger import AdapterLedger
 from memory.feedback import FeedbackLog
 from memory.ledger import Ledger
 
 
-class _Rt:  # what Services needs of a runtime: a token count and the model's name
-    class model:
-        name = "m"
-
-    def count_tokens(self, text):
-        return max(1, len(text) // 4)
+def _rt():  # the model whose adapters the ledger lists is "m"
+    return FakeRuntime(name="m")
 
 
 def _services(home):
@@ -27,9 +24,9 @@ def test_a_fix_is_recalled_for_the_same_question_rephrased_not_for_others(reveri
     FeedbackLog(ledger).add("bad", conv, a.id, u.content, a.content)
     FeedbackLog(ledger).add("fix", conv, a.id, u.content, a.content,
                             "The capital of Australia is Canberra.")
-    items, block = services.recall("What's the capital city of Australia?", _Rt())
+    items, block = services.recall("What's the capital city of Australia?", _rt())
     assert "Canberra" in block and items[-1].kind == "correction"
-    _, block = services.recall("How long should I boil pasta?", _Rt())
+    _, block = services.recall("How long should I boil pasta?", _rt())
     assert "Canberra" not in block
     ledger.close()
 
@@ -40,19 +37,19 @@ def test_an_update_after_the_night_makes_the_adapter_step_aside(reverie_home):
     leeds = services.memory.list(kind="fact")[0]
     AdapterLedger(ledger).add(id="v001-x", model="m", fact_ids=[leeds.id], status="promoted",
                               created=time.time())
-    recalled, _ = services.recall("Which city do I live in?", _Rt())
-    assert not services.newer_than_adapter(recalled, _Rt())  # the adapter knows Leeds
+    recalled, _ = services.recall("Which city do I live in?", _rt())
+    assert not services.newer_than_adapter(recalled, _rt())  # the adapter knows Leeds
     services.record_exchange(conv, "I moved to York last week.", "Nice.", "{}")
-    recalled, block = services.recall("Which city do I live in?", _Rt())
+    recalled, block = services.recall("Which city do I live in?", _rt())
     assert "York" in block and "Leeds" not in block
-    assert services.newer_than_adapter(recalled, _Rt())  # memory's York must win this turn
+    assert services.newer_than_adapter(recalled, _rt())  # memory's York must win this turn
     ledger.close()
 
 
 def test_a_turn_that_said_more_than_its_facts_stays_recallable(reverie_home):
     ledger, services, conv = _services(reverie_home)
     services.record_exchange(conv, "I work as a nurse, and my shifts start at dawn.", "Ok.", "{}")
-    _, block = services.recall("When do my shifts start?", _Rt())
+    _, block = services.recall("When do my shifts start?", _rt())
     assert "dawn" in block
     ledger.close()
 
