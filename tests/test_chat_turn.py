@@ -1,0 +1,240 @@
+"""One chat turn's logic (assistant/chat.py with assistant/services.py), on the fake runtime and
+the fake embedder: what goes into the prompt, when memory is recalled, what /good /bad /fix
+/remember store, and what a turn leaves in the ledger. Milliseconds each; the same turn on the
+real model, llama.cpp and MiniLM is in test_chat.py and test_chat_memory.py."""
+import json
+
+import pytest
+
+from assistant.chat import ChatSession
+from assistant.errors import ReverieError
+from assistant.prompting import QUESTION_SEP
+from assistant.services import PREFERENCES_HEADER
+from fakes import FakeRuntime
+from memory.feedback import FeedbackLog
+from memory.recall import CHAT_HEADER
+from memory_fakes import fake_embedder  # noqa: F401 - fixture
+
+SYSTEM = "You are a test assistant."
+
+
+@pytest.fixture
+def chat(reverie_home, fake_embedder):  # noqa: F811
+    """A session on a fake model that answers "Noted." unless a test scripts it otherwise."""
+    sessions = []
+
+    def open_(replies="Noted.", **kw):
+        rt = kw.pop("runtime", None) or FakeRuntime(replies)
+        s = ChatSession(reverie_home, runtime=rt, use_adapter=kw.pop("use_adapter", False),
+                        system_prompt=SYSTEM, **kw)
+        sessions.append(s)
+        return s
+
+    yield open_
+    for s in sessions:
+        s.close()
+
+
+def _memories(s, kind=None):
+    return [(m.kind, m.text) for m in s.services.memory.list(kind=kind, limit=None)]
+
+
+# --- what goes into the prompt ------------------------------------------------------------------
+def test_without_memories_the_prompt_is_the_system_prompt_and_the_question(chat):
+    s = chat()
+    r = s.send("  Hello there  ")
+    assert s.runtime.messages[-1] == [{"role": "system", "content": SYSTEM},
+                                      {"role": "user", "content": "Hello there"}]
+    assert s.runtime.last_prompt == s.runtime.chat_format.render(s.runtime.messages[-1])
+    assert r.answer == "Noted." and r.recalled == [] and not r.trimmed_turns and not r.truncated_input
+
+
+def test_a_recalled_fact_is_quoted_before_the_question_after_a_worked_example(chat):
+    s = chat()
+    s.services.memory.add_fact("My sister is called Ingrid.")
+    r = s.send("What is my sister called?")
+    msgs = s.runtime.messages[-1]
+    assert msgs[0] == {"role": "system", "content": SYSTEM}  # memories never enter the system prompt
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]  # the worked example
+    assert "Anna" in msgs[1]["content"] and "Ingrid" not in msgs[1]["content"]
+    block, question = msgs[-1]["content"].split(QUESTION_SEP)
+    assert question == "What is my sister called?"
+    assert block.splitlines() == [CHAT_HEADER, '- "Your sister is called Ingrid."']
+    assert [i.kind for i in r.recalled] == ["fact"]
+    assert s.command("/why").output.startswith(f"[{r.recalled[0].id}] (fact)")
+
+
+def test_memory_off_recalls_nothing_and_says_so(chat):
+    s = chat(use_memory=False)
+    s.services.memory.add_fact("My sister is called Ingrid.")
+    r = s.send("What is my sister called?")
+    assert "Ingrid" not in s.runtime.last_prompt and r.recalled == []
+    assert s.command("/why").output == "the last answer used no memories (memory recall is off)."
+    assert s.command("/memory on").output == "memory recall on"
+    s.send("What is my sister called?")
+    assert "Ingrid" in s.runtime.last_prompt
+    assert s.command("/memory off").output == "memory recall off"
+    s.send("What is my sister called?")
+    assert "Ingrid" not in s.runtime.last_prompt
+    assert s.command("/memory").output.startswith("memory recall is off")
+
+
+def test_history_is_replayed_and_new_clears_it(chat):
+    s = chat(["First answer.", "Second answer.", "Third answer."], use_memory=False)
+    s.send("One?")
+    s.send("Two?")
+    assert s.runtime.messages[-1][1:] == [
+        {"role": "user", "content": "One?"}, {"role": "assistant", "content": "First answer."},
+        {"role": "user", "content": "Two?"}]
+    first = s.conversation_id
+    assert s.command("/new").output == f"new conversation {s.conversation_id}" and s.conversation_id != first
+    s.send("Three?")
+    assert s.runtime.messages[-1][1:] == [{"role": "user", "content": "Three?"}]
+    assert s.command("/history").output == "user: Three?\nassistant: Third answer."
+
+
+def test_old_turns_are_dropped_and_an_overlong_message_shortened_to_fit(chat):
+    rt = FakeRuntime("fine " * 3, n_ctx=120)
+    s = chat(runtime=rt, use_memory=False, max_tokens=8)
+    budget = 120 - 8 - 32  # n_ctx - answer - CONTEXT_MARGIN
+    for i in range(6):
+        r = s.send(f"Note {i}: " + "roses and a pond " * 3)
+        assert rt.count_tokens(rt.last_prompt) <= budget
+    assert r.trimmed_turns > 0 and rt.messages[-1][-1]["content"].startswith("Note 5:")
+    r = s.send("Summarise: " + "lorem ipsum " * 200)
+    assert r.truncated_input and rt.count_tokens(rt.last_prompt) <= budget
+    assert rt.messages[-1][-1]["content"].startswith("Summarise: lorem ipsum")
+    with pytest.raises(ReverieError, match="empty message"):
+        s.send("   ")
+
+
+def test_a_looping_answer_is_cut_streamed_and_stored_cut(chat):
+    s = chat("I can help. " * 30)
+    shown = []
+    r = s.send("Can you help me?", on_text=shown.append)
+    assert r.answer == "I can help."  # the chat turns the loop stop on
+    assert "".join(shown).startswith("I can help.") and len(shown) > 1  # streamed piece by piece
+    [_, answer] = s.ledger.turns(s.conversation_id)
+    assert answer.content == "I can help."
+
+
+# --- what a turn stores -----------------------------------------------------------------------
+def test_a_statement_is_stored_as_turns_an_episode_and_a_fact_the_answer_only_as_a_turn(chat):
+    s = chat("Ingrid is a lovely name.")
+    r = s.send("My sister is called Ingrid.")
+    assert r.notes == ["remembered: Your sister is called Ingrid"]
+    turns = s.ledger.turns(s.conversation_id)
+    assert [(t.role, t.content) for t in turns] == [("user", "My sister is called Ingrid."),
+                                                    ("assistant", "Ingrid is a lovely name.")]
+    assert r.turn_id == turns[1].id and r.conversation_id == s.conversation_id
+    meta = json.loads(turns[1].meta)
+    assert meta["backend"] == "fake" and meta["model"] == "fake-model" and meta["adapter"] is None
+    assert meta["prompt_tokens"] == r.prompt_tokens > 0 and meta["completion_tokens"] == r.completion_tokens
+    assert sorted(_memories(s)) == [("episodic", "My sister is called Ingrid."),
+                                    ("fact", "The user's sister is called Ingrid.")]
+    fact = s.services.memory.list(kind="fact")[0]
+    assert fact.source["turn_id"] == turns[0].id
+
+
+def test_a_question_is_history_not_a_memory(chat):
+    s = chat()
+    r = s.send("What is the capital of France?")
+    assert r.notes == [] and _memories(s) == []
+    assert len(s.ledger.turns(s.conversation_id)) == 2
+
+
+def test_a_preference_is_stored_and_shown_with_every_later_answer(chat):
+    s = chat()
+    r = s.send("From now on, start every answer with 'In short:'.")
+    assert r.notes == ["will do: Start every answer with 'In short:'"]
+    assert _memories(s, kind="preference") == [("preference", "Start every answer with 'In short:'.")]
+    s.send("How do volcanoes form?")  # unrelated: a habit holds for all answers
+    block = s.runtime.messages[-1][-1]["content"].split(QUESTION_SEP)[0]
+    assert block.splitlines() == [PREFERENCES_HEADER, "- \"Start every answer with 'In short:'.\""]
+
+
+def test_remember_stores_a_fact_and_needs_text(chat):
+    s = chat()
+    assert s.command("/remember").output.startswith("usage: /remember")
+    out = s.command("/remember my bike is red").output
+    [(kind, text)] = _memories(s)
+    assert kind == "fact" and out.endswith(f": {text}") and "memory m_" in out
+    assert s.runtime.prompts == []  # no model call
+
+
+@pytest.mark.parametrize("kind, line, said", [("good", "/good", "marked good"),
+                                              ("bad", "/bad", "marked bad"),
+                                              ("fix", "/fix You live in York.", "correction stored")])
+def test_ratings_need_an_answer_and_point_at_it(chat, kind, line, said):
+    s = chat("You live in Paris.")
+    assert s.command(line).output == "nothing to rate yet: ask something first."
+    assert FeedbackLog(s.ledger).list(limit=None) == []
+    r = s.send("Where do I live?")
+    out = s.command(line).output
+    [fb] = FeedbackLog(s.ledger).list(limit=None)
+    assert out == f"{said} ({fb.id}); tonight's `reverie sleep` learns from it."
+    assert (fb.kind, fb.conversation_id, fb.turn_id, fb.prompt, fb.answer) == (
+        kind, s.conversation_id, r.turn_id, "Where do I live?", "You live in Paris.")
+    assert fb.correction == ("You live in York." if kind == "fix" else "")
+    assert s.command("/fix").output.startswith("usage: /fix")
+    assert len(FeedbackLog(s.ledger).list(limit=None)) == 1
+
+
+def test_a_fix_is_shown_the_next_time_the_question_is_asked(chat):
+    s = chat("You live in Paris.")
+    s.send("Where do I live?")
+    s.command("/fix You live in York.")
+    s.send("Where do I live?")
+    block = s.runtime.messages[-1][-1]["content"].split(QUESTION_SEP)[0]
+    assert block.splitlines() == ["How the user wants these questions answered (quoted data):",
+                                  '- When asked "Where do I live?", answer: "You live in York."']
+    s.send("How do I bake bread?")
+    assert "York" not in s.runtime.last_prompt
+
+
+def test_an_unrecorded_chat_stores_nothing_and_rates_nothing(chat, reverie_home):
+    s = chat(record=False)
+    r = s.send("My sister is called Ingrid.")
+    assert r.answer == "Noted." and r.turn_id == "" and s.conversation_id == ""
+    assert s.ledger.conversations() == [] and _memories(s) == []
+    assert s.command("/good").output == "nothing to rate yet: ask something first."
+    assert FeedbackLog(s.ledger).list(limit=None) == []
+
+
+# --- the promoted adapter -----------------------------------------------------------------------
+def _promote(s, tmp_path, fact_ids=()):
+    from memory.adapters_ledger import AdapterLedger
+
+    gguf = tmp_path / "v001" / "adapter.gguf"
+    gguf.parent.mkdir(exist_ok=True)
+    gguf.write_bytes(b"GGUF")
+    AdapterLedger(s.ledger).add(id="v001-test", model=s.runtime.model.name, status="promoted",
+                                path=str(gguf.parent), gguf=str(gguf), fact_ids=list(fact_ids))
+    return str(gguf)
+
+
+def test_a_promoted_adapter_is_picked_up_between_turns_unless_switched_off(chat, tmp_path):
+    s = chat(use_adapter=True)
+    s.send("Hello.")
+    assert s.runtime.adapters == []
+    gguf = _promote(s, tmp_path)
+    s.send("Hello again.")
+    assert s.runtime.adapters == [gguf]
+    assert json.loads(s.ledger.turns(s.conversation_id)[-1].meta)["adapter"] == gguf
+
+    off = chat(use_adapter=False)
+    off.send("Hello.")
+    assert off.runtime.adapters == [] and off.runtime.adapter_path is None
+
+
+def test_a_newer_memory_answers_without_the_adapter_that_learned_the_old_one(chat, tmp_path):
+    s = chat(use_adapter=True)
+    s.send("I live in Leeds.")
+    leeds = s.services.memory.list(kind="fact")[0]
+    gguf = _promote(s, tmp_path, fact_ids=[leeds.id])
+    s.send("I moved to York.")
+    r = s.send("Where do I live?")
+    assert "answered without the adapter: a newer memory replaces what it learned" in r.notes
+    assert s.runtime.adapters[-2:] == [gguf, None] and "York" in s.runtime.last_prompt
+    s.send("How do I bake bread?")
+    assert s.runtime.adapter_path == gguf  # back on the next turn
