@@ -8,11 +8,13 @@ slash commands. Knows nothing about terminals: the CLI passes an `on_text` callb
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .errors import ReverieError
+from .prompting import lead_messages
 from .runtime_api import open_runtime
 
 HELP = """Commands:
@@ -30,6 +32,34 @@ HELP = """Commands:
 # Room kept free in the context window beyond the answer budget: template tokens, rounding.
 CONTEXT_MARGIN = 32
 MAX_USER_CHARS = 100_000
+
+
+class _Background:
+    """A function run on a thread; result() waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable):
+        self._out = self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="reverie-load")
+        self._thread.start()
+
+    def _run(self, fn: Callable) -> None:
+        try:
+            self._out = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+    def discard(self) -> None:
+        """Wait for it and close what it made (the caller failed before using it)."""
+        try:
+            self.result().close()
+        except BaseException:  # noqa: BLE001 - the caller's own error is the one to report
+            pass
 
 
 @dataclass
@@ -88,17 +118,58 @@ class ChatSession:
         # record=False: answer without leaving a trace (no turns, memories or facts stored)
         self.record = record
         self.ledger = Ledger(self.home)
-        self.runtime = runtime or open_runtime(self.home, model, self.backend,
-                                               n_ctx=self.settings.n_ctx,
-                                               threads=self.settings.threads)
         from .services import Services
 
         self.services = services or Services(self.home, self.ledger)
+        try:
+            self.runtime = runtime or self._load_runtime(model)
+        except BaseException:
+            self.ledger.close()
+            raise
         self.history: list[dict] = []
         self.conversation_id = self._new_conversation()
         self.last: TurnResult | None = None
         self.last_question: str = ""
         self._sync_adapter()
+
+    def _load_runtime(self, model: str | None):
+        """Load the model (with the promoted adapter, if any) on a thread while the memory store
+        opens here, then start evaluating the prompt's fixed head (system prompt, worked example)
+        while the first turn recalls. llama.cpp holds no GIL while it loads and evaluates, and
+        opening the memory is mostly importing chromadb (~0.5 s of Python): in a cold `reverie ask`
+        the two used to run one after the other (bench/startup_bench.py)."""
+        from quant.errors import QuantError
+
+        from .runtime_api import find_model, prepare_runtime
+
+        info = find_model(self.home, model)
+        want = self.services.promoted_adapter(info.name) if self.use_adapter else None
+        # the imports happen here, and the head is rendered here: the thread below imports nothing
+        fmt = prepare_runtime(info, self.backend, want)
+        head = fmt.render(lead_messages(self.system_prompt, self.use_memory and self.memory_example))
+        opts = dict(n_ctx=self.settings.n_ctx, threads=self.settings.threads)
+
+        def load_and_prefill():
+            try:
+                rt = open_runtime(self.home, model, self.backend, adapter=want, **opts)
+            except QuantError:
+                if want is None:
+                    raise
+                # as when the adapter was applied after the load: the base loads, and
+                # _sync_adapter says what is wrong with the adapter (rollback, --no-adapter)
+                rt = open_runtime(self.home, model, self.backend, **opts)
+            if hasattr(rt, "prefill") and rt.chat_format == fmt:  # only llama.cpp offers it
+                rt.prefill(head)
+            return rt
+
+        loading = _Background(load_and_prefill)
+        try:
+            if self.use_memory or self.record:
+                self.services.memory  # noqa: B018 - opens the store and its index meanwhile
+        except BaseException:
+            loading.discard()
+            raise
+        return loading.result()
 
     # --- conversation -----------------------------------------------------------------------
     def _new_conversation(self) -> str:

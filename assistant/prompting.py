@@ -46,11 +46,18 @@ def messages_for(system_prompt: str, question: str, block: str = "",
                  example: bool = True) -> list[dict]:
     """System prompt, the worked example (only when memories are shown), the earlier turns,
     then the question with its memories."""
+    msgs = lead_messages(system_prompt, bool(block) and example, header)
+    msgs += list(history or [])
+    msgs.append({"role": "user", "content": with_memories(question, block)})
+    return msgs
+
+
+def lead_messages(system_prompt: str, memories_shown: bool = True, header: str | None = None) -> list[dict]:
+    """The head every prompt of a first turn starts with: the system prompt, and the worked
+    example when memories are shown. The chat evaluates it ahead of time (quant.llamacpp prefill)."""
     from memory.recall import CHAT_HEADER
 
     msgs = [{"role": "system", "content": system_prompt}]
-    if block and example:
+    if memories_shown:
         msgs += worked_example(header or CHAT_HEADER)
-    msgs += list(history or [])
-    msgs.append({"role": "user", "content": with_memories(question, block)})
     return msgs

@@ -6,12 +6,29 @@ from pathlib import Path
 
 def open_runtime(home: Path, model: str | None = None, backend: str = "auto",
                  n_ctx: int = 2048, threads: int = 0, adapter: str | None = None):
-    from quant.registry import Registry
     from quant.runtime import load_runtime
 
-    info = Registry(home).get(model)
-    return load_runtime(info, backend, n_ctx=n_ctx, threads=threads,
+    return load_runtime(find_model(home, model), backend, n_ctx=n_ctx, threads=threads,
                         adapter=adapter_file(adapter) if adapter else None)
+
+
+def find_model(home: Path, model: str | None = None):
+    """The registry's ModelInfo for a name or path (None: the default model)."""
+    from quant.registry import Registry
+
+    return Registry(home).get(model)
+
+
+def prepare_runtime(info, backend: str = "auto", adapter: str | None = None):
+    """Everything open_runtime does before the load itself: the backend resolved and its library
+    imported, errors about them raised. Then an open_runtime on another thread imports nothing
+    while this one goes on importing (two threads importing at once can deadlock on a circular
+    import; llama.cpp itself loads with the GIL released). Returns the chat format the runtime
+    will render prompts with."""
+    from quant.runtime import chat_format_for, runtime_loader
+
+    runtime_loader(info, backend, adapter=adapter)
+    return chat_format_for(info)
 
 
 def adapter_file(path: str | Path) -> str:

@@ -247,9 +247,14 @@ class Services:
         """The promoted adapter's GGUF LoRA file, read from the ledger on every turn so a new
         promotion is picked up live. Both runtimes take the same file: llama.cpp natively, MLX
         as LoRA layers (its model is loaded from the GGUF, so q/k rows are already in GGUF order)."""
+        return self.promoted_adapter(runtime.model.name)
+
+    def promoted_adapter(self, model_name: str) -> str | None:
+        """promoted_adapter_for, by model name: known before the model is loaded, so the
+        adapter loads with it."""
         from memory.adapters_ledger import AdapterLedger
 
-        row = AdapterLedger(self.ledger).promoted(runtime.model.name)
+        row = AdapterLedger(self.ledger).promoted(model_name)
         if row is None:
             return None
         return row.gguf if row.gguf and Path(row.gguf).exists() else None

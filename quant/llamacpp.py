@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -18,6 +19,21 @@ from .registry import ModelInfo
 from .runtime_base import GenerationConfig, Runtime
 
 SCORING_CTX = 1024
+# Tokens per llama.cpp call in a background prefill: the point at which a caller that needs the
+# context takes it over (a chunk of 16 is ~0.1 s on one core; how a prompt is split into batches
+# does not change the logits, tests/test_cold_start.py checks it bit for bit).
+PREFILL_CHUNK = 16
+
+
+def import_llama_cpp():
+    """The llama_cpp module, or a clear error saying how to install it."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise BackendUnavailable(
+            "llama-cpp-python is not installed; run `make install` (it builds llama.cpp with "
+            "the right flags for this machine).") from e
+    return llama_cpp
 
 
 @contextlib.contextmanager
@@ -48,15 +64,17 @@ def _shared_prefix(prev, ids: list[int]) -> int:
 class LlamaCppRuntime(Runtime):
     backend = "llama.cpp"
 
-    def __init__(self, model: ModelInfo, chat_format: ChatFormat, n_ctx: int, threads: int):
+    def __init__(self, model: ModelInfo, chat_format: ChatFormat, n_ctx: int, threads: int,
+                 adapter: str | None = None):
+        """Load the model, with `adapter` (a GGUF LoRA) applied from the start when given: one
+        load where loading the base and then set_adapter() would load the file twice."""
         super().__init__(model, chat_format, n_ctx, threads)
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError as e:
-            raise BackendUnavailable(
-                "llama-cpp-python is not installed; run `make install` (it builds llama.cpp with "
-                "the right flags for this machine).") from e
-        self._llm = self._load(n_ctx, logits_all=False)
+        import_llama_cpp()
+        self._warm: tuple[threading.Thread, threading.Event] | None = None  # a prefill() running
+        if adapter is not None:
+            self._check_adapter_file(adapter)
+        self._llm = self._load(n_ctx, logits_all=False, lora=adapter)
+        self.adapter_path = adapter
         self._scorer = None  # a second context with logits for every position, made on demand
 
     def _load(self, n_ctx: int, logits_all: bool, lora: str | None = None):
@@ -78,7 +96,52 @@ class LlamaCppRuntime(Runtime):
 
     @property
     def llama(self):
+        self._settle()
         return self._llm
+
+    # --- a prompt's head evaluated ahead of time ----------------------------------------------
+    def prefill(self, prompt: str) -> None:
+        """Start evaluating `prompt` (BOS first, as stream() tokenizes) into the KV cache on a
+        background thread, discarding what the cache held. The next stream() whose prompt starts
+        with the same tokens evaluates only the rest: llama-cpp-python's generate() reuses the
+        longest cached prefix, and the logits are bit for bit those of one whole evaluation.
+
+        For the fixed head of a chat prompt (system prompt, worked example) while the caller
+        recalls memories: llama.cpp releases the GIL, so the two overlap. It runs on one llama.cpp
+        thread: ggml's threads spin at their barriers, and two of them beside a busy Python thread
+        on a 2-core machine prefilled ~10x slower than one (measured: 6-14 s vs ~1 s for 82
+        tokens at load average 11). Whatever next uses the context stops it at a chunk boundary
+        and waits for it (_settle)."""
+        self._settle()
+        ids = self.tokenize(prompt, add_bos=True)
+        if not ids or len(ids) >= self.n_ctx:
+            return
+        stop = threading.Event()
+        llm = self._llm
+
+        def run() -> None:
+            try:
+                llm._ctx.set_n_threads(1, 1)
+                llm.reset()
+                for start in range(0, len(ids), PREFILL_CHUNK):
+                    if stop.is_set():
+                        break
+                    llm.eval(ids[start:start + PREFILL_CHUNK])
+            except Exception:  # noqa: BLE001 - only a head start: stream() evaluates everything
+                llm.reset()
+            finally:
+                llm._ctx.set_n_threads(self.threads, self.threads)
+
+        thread = threading.Thread(target=run, name="reverie-prefill")
+        thread.start()
+        self._warm = (thread, stop)
+
+    def _settle(self) -> None:
+        """Stop a running prefill() at its next chunk and wait for it: the context is ours again."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            warm[1].set()
+            warm[0].join()
 
     # --- primitives -------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
@@ -93,6 +156,7 @@ class LlamaCppRuntime(Runtime):
         return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, tok))
 
     def _generate_tokens(self, prompt_ids, config: GenerationConfig, max_tokens) -> Iterator[str | None]:
+        self._settle()
         llm = self._llm
         greedy = config.temperature == 0
         if not greedy:
@@ -118,6 +182,7 @@ class LlamaCppRuntime(Runtime):
             gen.close()
 
     def logits(self, ids: list[int]) -> np.ndarray:
+        self._settle()
         if self._scorer is None:
             self._scorer = self._load(max(SCORING_CTX, min(self.n_ctx, 2048)), logits_all=True,
                                       lora=self.adapter_path)
@@ -136,10 +201,9 @@ class LlamaCppRuntime(Runtime):
     def set_adapter(self, path: str | None) -> None:
         if path == self.adapter_path:
             return
-        if path is not None and not os.path.isfile(path):
-            raise QuantError(f"adapter file {path} does not exist.")
         if path is not None:
-            self._check_adapter(path)
+            self._check_adapter_file(path)
+        self._settle()
         new = self._load(self.n_ctx, logits_all=False, lora=path)
         self._llm.close()
         self._llm = new
@@ -147,6 +211,11 @@ class LlamaCppRuntime(Runtime):
             self._scorer.close()
             self._scorer = None
         self.adapter_path = path
+
+    def _check_adapter_file(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise QuantError(f"adapter file {path} does not exist.")
+        self._check_adapter(path)
 
     def _check_adapter(self, path: str) -> None:
         """Refuse a damaged or foreign GGUF LoRA here: llama.cpp would accept it and crash later."""
@@ -157,6 +226,7 @@ class LlamaCppRuntime(Runtime):
         check_fits(read_gguf_lora(path), self._base_shapes, path, self.model.name)
 
     def close(self) -> None:
+        self._settle()
         for m in (self._llm, self._scorer):
             if m is not None:
                 m.close()
