@@ -84,5 +84,20 @@ def episodes(sample: dict, index: int = 0, fallback_time: float = 0.0) -> list[E
     return out
 
 
+_EVIDENCE_SEP = re.compile(r"[;,]\s*|\s+(?=D\d)")
+
+
+def evidence_ids(evidence) -> list[str]:
+    """A QA item's evidence turn ids. LoCoMo has entries holding two ids in one string
+    ("D8:6; D9:17"): split, so each id can be found (unsplit, no turn has that id and the item
+    scores 0 whatever recall returns)."""
+    out: list[str] = []
+    for entry in evidence or []:
+        out += [e for e in _EVIDENCE_SEP.split(str(entry).strip()) if e and e not in out]
+    return out
+
+
 def qa_items(sample: dict, categories=(1, 2, 3, 4)) -> list[dict]:
-    return [q for q in sample.get("qa", []) if q.get("category") in categories and q.get("evidence")]
+    """The QA items of the given categories that have evidence, evidence ids split."""
+    return [{**q, "evidence": evidence_ids(q["evidence"])} for q in sample.get("qa", [])
+            if q.get("category") in categories and evidence_ids(q.get("evidence"))]

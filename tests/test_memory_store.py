@@ -286,3 +286,24 @@ def test_long_turns_are_also_indexed_by_sentence_and_lose_them_on_edit_and_forge
     assert store.vectors.count() == 4
     store.forget(m.id)
     assert store.vectors.count() == 0
+
+
+def test_facts_come_in_through_their_turn_after_every_change_to_the_facts(store):
+    # recall caches which facts came from which turn: a new, superseded or forgotten fact must
+    # show in the very next recall (the cache is keyed on the active facts, not on time). The
+    # query matches the turns' words only: a fact is found through its turn or not at all.
+    store.record_turn("c1", "t1", "user", "My sister is called Ingrid. Lovely weather in Tromso today!")
+    store.record_turn("c1", "t2", "user", "Sailing to Lofoten next summer with friends.")
+    ask = lambda: [(r.kind, r.text) for r in store.recall("Tromso weather", k=5, token_budget=None)]  # noqa: E731
+    assert all(kind == "episodic" for kind, _ in ask())
+    store.observe_user_message("My sister is called Ingrid. Lovely weather in Tromso today!", "c1", "t1")
+    assert ask()[0] == ("fact", "The user's sister is called Ingrid.")
+    said = "Actually my sister is called Solveig. Lovely weather in Tromso again!"
+    store.record_turn("c1", "t3", "user", said)
+    new = store.observe_user_message(said, "c1", "t3")
+    assert new and new[0][1] == "superseded"
+    got = ask()
+    assert ("fact", "The user's sister is called Ingrid.") not in got
+    assert got[0] == ("fact", new[0][0].text)  # the new fact, through the turn that said it
+    store.forget(new[0][0].id)
+    assert all(r[1] != new[0][0].text for r in ask())
