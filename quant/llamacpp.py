@@ -33,6 +33,9 @@ def import_llama_cpp():
         raise BackendUnavailable(
             "llama-cpp-python is not installed; run `make install` (it builds llama.cpp with "
             "the right flags for this machine).") from e
+    # Llama() compiles the GGUF's chat template with jinja2, whose lexer looks this codec up:
+    # imported here, so that a load on another thread imports nothing (quant.runtime_loader)
+    import encodings.unicode_escape  # noqa: F401
     return llama_cpp
 
 
@@ -108,10 +111,10 @@ class LlamaCppRuntime(Runtime):
 
         For the fixed head of a chat prompt (system prompt, worked example) while the caller
         recalls memories: llama.cpp releases the GIL, so the two overlap. It runs on one llama.cpp
-        thread: ggml's threads spin at their barriers, and two of them beside a busy Python thread
-        on a 2-core machine prefilled ~10x slower than one (measured: 6-14 s vs ~1 s for 82
-        tokens at load average 11). Whatever next uses the context stops it at a chunk boundary
-        and waits for it (_settle)."""
+        thread, leaving the other core of a 2-core machine to the caller's Python, which is the
+        longer of the two paths (with spinning OpenMP threads, two of them beside a busy Python
+        thread prefilled 82 tokens in 6-14 s against ~1 s for one, at load average 11). Whatever
+        next uses the context stops it at a chunk boundary and waits for it (_settle)."""
         self._settle()
         ids = self.tokenize(prompt, add_bos=True)
         if not ids or len(ids) >= self.n_ctx:
