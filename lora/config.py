@@ -43,6 +43,11 @@ class TrainConfig:
     anchor_kl: float = _f(1.0, "Anchors teach the base model's whole next-token distribution over the "
                           "anchor text (KL to the adapter-free model, this weight) instead of only its "
                           "greedy answer; 0 = plain cross-entropy on the answer.")
+    per_example_loss: bool = _f(False, "Average the answer cross-entropy per example, not per token, "
+                                "so a short fact weighs as much as a long restyled answer.")
+    habit_ratio: float = _f(0.5, "With a user style: base-model answers to other general prompts, "
+                            "restyled, as a fraction of new examples (the habit on any question, "
+                            "with the base's content kept).")
     # ORPO (Hong et al. 2024): the corrected answer is already trained with cross-entropy (a
     # "correction" example); this adds the odds-ratio term that pushes the rejected answer down.
     preference_weight: float = _f(0.25, "Weight of the odds-ratio (ORPO) term on (rejected, "
@@ -82,6 +87,7 @@ class TrainConfig:
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (got {self.grad_clip}); 0 turns it off")
         need(0 <= self.replay_ratio <= 10, f"replay_ratio must be in [0, 10] (got {self.replay_ratio})")
         need(0 <= self.anchor_ratio <= 10, f"anchor_ratio must be in [0, 10] (got {self.anchor_ratio})")
+        need(0 <= self.habit_ratio <= 10, f"habit_ratio must be in [0, 10] (got {self.habit_ratio})")
         need(0 <= self.anchor_kl <= 100, f"anchor_kl must be in [0, 100] (got {self.anchor_kl})")
         need(0 <= self.preference_weight <= 10,
              f"preference_weight must be in [0, 10] (got {self.preference_weight})")

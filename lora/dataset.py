@@ -271,7 +271,7 @@ def build_dataset(facts: Iterable[Fact] = (), corrections: Iterable[Correction] 
         # general points and a 1.58x perplexity on the dev preferences without them.
         rest = [a for a in anchors if a not in chosen]
         habits = [Example(_msgs(system_prompt, a.prompt, styled(a.answer)), "habit")
-                  for a in rest[: max(k, 1)]]
+                  for a in rest[: max(round(config.habit_ratio * n_new), 1)]]
     for a in chosen:
         mixed.append(Example(_msgs(system_prompt, a.prompt, a.answer), "anchor"))
     mixed.extend(habits)

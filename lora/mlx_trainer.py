@@ -111,9 +111,10 @@ def _pad(rows, n: int):
     return ids, labels
 
 
-def answer_ce(model, ids, labels):
+def answer_ce(model, ids, labels, per_example: bool = False):
     """Mean cross-entropy over the answer tokens (labels != -100), shifted for next-token
-    prediction: the MLX side of the objective's answer term (peft: peft_trainer.batch_loss)."""
+    prediction: the MLX side of the objective's answer term (peft: peft_trainer.batch_loss);
+    `per_example`: the mean of each row's mean."""
     import mlx.core as mx
     import mlx.nn as nn
 
@@ -121,7 +122,11 @@ def answer_ce(model, ids, labels):
     y = labels[:, 1:]
     mask = (y != -100)
     ce = nn.losses.cross_entropy(logits, mx.where(mask, y, 0)) * mask
-    return ce.sum() / mx.maximum(mask.sum(), 1)
+    if not per_example:
+        return ce.sum() / mx.maximum(mask.sum(), 1)
+    n = mask.sum(axis=-1)
+    rows = ce.sum(axis=-1) / mx.maximum(n, 1)
+    return (rows * (n > 0)).sum() / mx.maximum((n > 0).sum(), 1)
 
 
 def answer_logprobs(model, ids, labels):
@@ -191,7 +196,7 @@ class MlxBackend:
         return a, k, p
 
     def answer_ce(self, prepared):
-        return answer_ce(self.model, *prepared)
+        return answer_ce(self.model, *prepared, per_example=self.config.per_example_loss)
 
     def answer_logprobs(self, prepared):
         return answer_logprobs(self.model, *prepared)

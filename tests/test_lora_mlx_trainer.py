@@ -145,6 +145,12 @@ def test_mlx_answer_logprobs_match_peft_and_pairs_train(tmp_path):
     with torch.no_grad():
         p_lp = pt.answer_logprobs(twin, *pt.collate(hrows, pad, "cpu")).numpy()
     np.testing.assert_allclose(m_lp, p_lp, atol=0.15)
+    # per-example answer loss (TrainConfig.per_example_loss): the mean of each row's own loss
+    from lora.mlx_trainer import answer_ce
+
+    each = [float(answer_ce(model, *_pad([r], len(r[0])))) for r in rows]
+    both = float(answer_ce(model, *_pad(rows, max(len(r[0]) for r in rows)), per_example=True))
+    assert both == pytest.approx(np.mean(each), rel=1e-3)
 
     ds = Dataset(train=DATA, holdout=[], pairs=[pair], fact_ids=["f"])
     cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"), steps=2,
