@@ -104,3 +104,13 @@ def test_the_model_loads_on_a_thread_that_imports_nothing(home):
     assert ["MainThread", "chromadb"] in seen and ["MainThread", "llama_cpp"] in seen  # the spy saw
     ours = [(t, m) for t, m in seen if t.startswith("reverie-")]
     assert ours == [], ours
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["memory", "show", "m_none"], 1),
+                                        (["memory", "bogus"], 1), (["ask", "--max-tokens", "0", "hi"], 1)])
+def test_the_entry_point_keeps_exit_codes_when_it_skips_teardown(args, code, tmp_path):
+    # cli.main._end: os._exit after the command; exit codes and output are as a normal exit's
+    p = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, REVERIE_HOME=str(tmp_path / "home")))
+    assert p.returncode == code, p.stderr[-1000:]
+    assert (p.stdout + p.stderr).strip()  # what it printed was flushed before the exit
