@@ -100,6 +100,9 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
     if reps < 1:
         raise ValueError("reps must be at least 1.")
     say = progress or (lambda msg: None)
+    from common.threads import passive_openmp
+
+    passive_openmp()  # the raw side inherits reverie's OpenMP policy, as every reverie process sets it
     home = Path(tempfile.mkdtemp(prefix="reverie-startup-"))
     env = dict(os.environ, REVERIE_HOME=str(home))
     rev = _reverie()
@@ -159,6 +162,11 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
             "memory_search_wall_s": round(med["search"], 3), "memory_add_wall_s": round(med["add"], 3),
             "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
             "cpu_s_median": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
+            # CPU seconds move far less with other processes' load than wall seconds; the ask
+            # side's concurrency (model load beside chromadb's import) shows in wall only
+            "ask_vs_raw_cpu": round(statistics.median(cpu["ask"]) / statistics.median(cpu["raw"]), 3),
+            # both sides run llama.cpp under the OpenMP wait policy reverie sets (common/threads.py)
+            "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
             "completion_tokens": {"ask": seen["ask_tokens"][1:], "raw": seen["raw_tokens"][1:]},
             "answers": {"ask": answer_ask, "raw": answer_raw},
             "cpu_count": os.cpu_count(),
