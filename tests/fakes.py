@@ -67,6 +67,7 @@ class FakeRuntime(Runtime):
         self.prompts: list[str] = [] if prompts is None else prompts  # what stream() was given
         self.messages: list[list[dict]] = []  # what format_chat() rendered
         self.adapters: list[str | None] = []  # every set_adapter call
+        self.pulled = 0  # tokens generated (a caller that stops reading early pulls fewer)
         self.closed = False
         self._ids: dict[str, int] = {}
         self._pieces: dict[int, str] = {}
@@ -120,6 +121,7 @@ class FakeRuntime(Runtime):
         pieces = _PIECE.findall(self.reply_for(prompt))
         for piece in pieces[:max_tokens]:
             self._id(piece)
+            self.pulled += 1
             yield piece
         if len(pieces) < max_tokens:
             yield None  # end of sequence

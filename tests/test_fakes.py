@@ -36,8 +36,11 @@ def test_replies_in_turn_prompts_and_messages_recorded():
 def test_the_base_class_applies_stops_limits_and_the_context_window():
     rt = FakeRuntime("Yes.</s> and then more", chat_format=TAGS, n_ctx=16)
     assert rt.generate("q")[0] == "Yes."  # TAGS' stop string, cut by Runtime.stream
-    text, st = FakeRuntime("one two three four").generate("q", GenerationConfig(max_tokens=2))
-    assert text == "one two" and st.finish_reason == "length"
+    short = FakeRuntime("one two three four")
+    text, st = short.generate("q", GenerationConfig(max_tokens=2))
+    assert text == "one two" and st.finish_reason == "length" and short.pulled == 2
+    next(short.stream("q"))  # a reader that stops after the first piece (the stream reads a
+    assert 2 < short.pulled < 2 + 4  # few tokens ahead for a stop string, not the whole reply)
     with pytest.raises(QuantError, match="context window"):
         rt.generate("word " * 20)
     looping = FakeRuntime("I like tea. " * 12)
