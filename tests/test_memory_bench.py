@@ -63,3 +63,33 @@ def test_cli_bench_memory_runs_the_benchmark_and_refuses_bad_input(tmp_path, fak
     (tmp_path / "bad.json").write_text("{}")
     r = CliRunner().invoke(app, ["bench", "memory", str(tmp_path / "bad.json")])
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
+
+
+def test_ablation_rerankers_spread_the_top_over_exchanges():
+    from bench.recall_ablation import adjacent_diversity
+    from memory.recall import Recalled
+
+    def turn(dia, score):
+        return Recalled(dia, dia, "episodic", score, {"dia_id": dia, "conversation_id": "c"})
+
+    items = [turn("D1:1", 1.0), turn("D1:2", 0.9), turn("D1:3", 0.8), turn("D5:7", 0.7)]
+    got = [it.id for it in adjacent_diversity(0.5)(None, items)]
+    # D1:2 sits next to D1:1 (0.9 x 0.5) and then to D1:3 too (x 0.25): below D5:7 (0.7);
+    # D1:3 is two turns from D1:1, outside the width, and keeps its 0.8
+    assert got == ["D1:1", "D1:3", "D5:7", "D1:2"]
+    assert [it.id for it in adjacent_diversity(0.0)(None, items)] == [it.id for it in items]
+
+
+def test_memory_scale_repeats_report_each_run_and_their_median():
+    from bench.memory_scale import repeated
+
+    def run(p95, cpu):
+        return {"n": 10, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95, "cpu_ms": {"p95": cpu},
+                "raw_chromadb": {"ms": {"p95": 1.0}}, "stages_ms": {},
+                "load_average_before": [1, 1, 1], "load_average": [1, 1, 1]}
+
+    one = repeated([run(40.0, 20.0)])
+    assert one["p95_ms"] == 40.0 and "runs" not in one
+    three = repeated([run(40.0, 20.0), run(90.0, 22.0), run(60.0, 21.0)])
+    assert three["p95_ms"] == 40.0 and len(three["runs"]) == 3  # the first run in full
+    assert three["median_of_runs"]["p95_ms"] == 60.0 and three["median_of_runs"]["cpu_p95_ms"] == 21.0
