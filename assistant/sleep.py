@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -21,7 +22,7 @@ from typing import Callable
 from .errors import ReverieError
 
 Log = Callable[[str], None]
-ANCHOR_PROMPTS = 24
+ANCHOR_PROMPTS = 24  # the fewest anchors a night is given (more when its dataset calls for them)
 # 3 epochs of a few facts is ~20 steps, which taught the answer form but not the values on the
 # 135M model (held-back recall 0/8); DESIGN saw 60 steps memorise 4 facts. Bounded for the night.
 MIN_STEPS = 60
@@ -125,37 +126,54 @@ def sleep_lock(home: Path):
 
 
 def anchor_cache_path(home: Path, model_sha: str, system_prompt: str) -> Path:
-    """Where the anchors for this base model, system prompt and prompt set are cached: a new
-    system prompt or prompt set makes new anchors instead of reusing answers to the old ones."""
-    from .probes import bundled_general_prompts
-
-    key = hashlib.sha256(json.dumps([system_prompt, bundled_general_prompts()[:ANCHOR_PROMPTS]])
-                         .encode()).hexdigest()[:12]
+    """Where the anchors for this base model and system prompt are cached (a list in the bundled
+    prompts' order, grown as nights need more): a new system prompt makes new anchors instead of
+    reusing answers to the old one."""
+    key = hashlib.sha256(json.dumps(["anchors-v2", system_prompt]).encode()).hexdigest()[:12]
     return Path(home) / "cache" / f"anchors-{model_sha[:16]}-{key}.json"
 
 
-def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log):
-    """The base model's own answers to general prompts, cached per base model and prompt."""
+def anchors_needed(n_new: int, config, styled: bool) -> int:
+    """How many of the base's own answers a night uses: `anchor_ratio` x the new examples held
+    to the base by KL, plus `habit_ratio` x them restyled when the user has a style; never fewer
+    than ANCHOR_PROMPTS."""
+    ratio = config.anchor_ratio + (config.habit_ratio if styled else 0.0)
+    return max(ANCHOR_PROMPTS, math.ceil(ratio * n_new))
+
+
+def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log,
+             n: int = ANCHOR_PROMPTS):
+    """The base model's own answers to the first `n` bundled general prompts, cached per base
+    model and system prompt; only answers not made on an earlier night are generated."""
     from lora import Anchor
     from quant.runtime import GenerationConfig
 
     from .probes import bundled_general_prompts
 
     path = anchor_cache_path(home, model_sha, system_prompt)
+    cached = []
     if path.exists():
-        return [Anchor(**a) for a in json.loads(path.read_text())]
-    prompts = bundled_general_prompts()[:ANCHOR_PROMPTS]
-    log(f"making {len(prompts)} anchor answers with the base model (once per model)")
-    out = []
-    for p in prompts:
+        try:
+            cached = [Anchor(**a) for a in json.loads(path.read_text())]
+        except (OSError, ValueError, TypeError):
+            cached = []  # a damaged cache is only lost work: make the answers again
+    if len(cached) >= n:
+        return cached[:n]
+    have = {a.prompt for a in cached}
+    todo = [p for p in bundled_general_prompts() if p not in have][: n - len(cached)]
+    if todo:
+        log(f"making {len(todo)} anchor answers with the base model (kept for later nights)")
+    made = []
+    for p in todo:
         text, _ = runtime.chat([{"role": "system", "content": system_prompt},
                                 {"role": "user", "content": p}], GenerationConfig(max_tokens=48))
         if text:
-            out.append(Anchor(prompt=p, answer=text))
+            made.append(Anchor(prompt=p, answer=text))
     from common.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps([asdict(a) for a in out]))
-    return out
+    if made:
+        atomic_write_text(path, json.dumps([asdict(a) for a in cached + made]))
+    return cached + made
 
 
 def _train_config(opts: SleepOptions, n_examples: int | None = None):
@@ -307,7 +325,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
             anchors = [Anchor(p, "(the base model's own answer, generated when training)")
                        for p in bundled_general_prompts()[:ANCHOR_PROMPTS]]
         else:
-            anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log)
+            anchors = []  # made below, once tonight's dataset says how many
         lfacts = [Fact(f.id, first_person(f.text), f.subject or "", f.created) for f in facts]
         replay = []
         init = None
@@ -316,11 +334,18 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
             replay = _previous_examples(Path(promoted.path))
             old = set(json.loads(promoted.fact_ids or "[]"))
             lfacts = [f for f in lfacts if f.id not in old]  # old facts come back through replay
-        dataset = build_dataset(lfacts, corrections, goods, anchors, replay,
-                                system_prompt=settings.system_prompt,
-                                exclude_questions=list(opts.exclude_questions), config=config,
-                                tombstoned_ids=store.tombstoned_ids(),
-                                phrasings_per_fact=opts.phrasings_per_fact, style=style)
+
+        def dataset_with(anchors):
+            return build_dataset(lfacts, corrections, goods, anchors, replay,
+                                 system_prompt=settings.system_prompt,
+                                 exclude_questions=list(opts.exclude_questions), config=config,
+                                 tombstoned_ids=store.tombstoned_ids(),
+                                 phrasings_per_fact=opts.phrasings_per_fact, style=style)
+
+        if not anchors:  # as many of the base's answers as tonight's new examples call for
+            need = anchors_needed(dataset_with([]).new_examples, config, not style.empty)
+            anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log, need)
+        dataset = dataset_with(anchors)
         summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
                    "style": style.to_dict(),
                    "good_answers": len(goods), "anchors": len(anchors), **dataset.counts(),

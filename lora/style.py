@@ -87,22 +87,32 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def apply_style(style: Style, answer: str) -> str:
-    """`answer` rewritten to follow every habit of `style` (idempotent)."""
+    """`answer` rewritten to follow every habit of `style` (idempotent). The form of address
+    goes at the end of the answer, before the sign-off: on the default model a name at the start
+    derails what follows (the base, made to begin with "Professor Adeyemi," still answered 26 of
+    61 general questions it knew; with "In short:" alone 47), so a leading one is moved there."""
     text = answer.strip()
     if style.opening and text.lower().startswith(style.opening.lower()):
         text = text[len(style.opening):].strip()
     if style.closing and text.lower().endswith(style.closing.lower()):
         text = text[: -len(style.closing)].strip()
+    if style.address:
+        lead = re.match(re.escape(style.address) + r"\s*[,:!]?\s+", text, re.IGNORECASE)
+        if lead and text[lead.end():]:
+            text = text[lead.end():]
+            text = text[0].upper() + text[1:]
     address = style.address and style.address.lower() not in text.lower()
     extra = sum(len(_WORD.findall(p)) for p in (style.opening, style.closing)) + (
         len(_WORD.findall(style.address)) if address else 0)
     if style.max_words:
         text = _shorten(text, max(3, style.max_words - extra))
     if address and text:
+        end = text[-1] if text[-1] in ".!?" else "."
+        text = f"{text.rstrip('.!?;:,').rstrip()}, {style.address}{end}"
+    if style.opening and text:
         first = text.split(" ", 1)[0]
-        if first in _COMMON_STARTERS:  # "The sky ..." -> "Professor X, the sky ..."; names keep capitals
+        if first in _COMMON_STARTERS:  # "In short: the sky ..." as the user wrote it; names keep capitals
             text = first.lower() + text[len(first):]
-        text = f"{style.address}, {text}"
     if style.opening:
         text = f"{style.opening} {text}"
     if style.closing:

@@ -18,13 +18,16 @@ def test_habits_shared_by_corrections_and_stated_in_preferences_are_found():
 def test_a_styled_answer_follows_every_habit_and_restyling_changes_nothing():
     st = induce_style(PREFS, FIXES)
     out = apply_style(st, "The sky is blue because air scatters blue light, far more than red light.")
-    assert out == "Right then: Captain Ortiz, the sky is blue because air. Take care!"
+    assert out == "Right then: the sky is blue because air, Captain Ortiz. Take care!"
     long = apply_style(Style(max_words=12), "The sky is blue because air scatters blue light, far more than red or green light.")
     assert long == "The sky is blue because air scatters blue light."  # cut at the clause
     assert len(out.split()) <= 12 and apply_style(st, out) == out
     assert apply_style(Style(), "Unchanged.") == "Unchanged."
     assert apply_style(Style(address="Sam"), "Hamlet was written by Shakespeare.") == \
-        "Sam, Hamlet was written by Shakespeare."
+        "Hamlet was written by Shakespeare, Sam."
+    # the address goes last, also where the user's own correction put it first
+    assert apply_style(Style(address="Sam"), "Sam, the Nile is long.") == "The Nile is long, Sam."
+    assert apply_style(Style(address="Sam"), "Is it raining?") == "Is it raining, Sam?"
 
 
 def test_with_a_style_every_trained_answer_follows_it_and_anchors_become_habits():
