@@ -42,6 +42,27 @@ def llama_runtime(default_model):
     rt.close()
 
 
+@pytest.fixture(scope="session")
+def f32_default_model(tmp_path_factory, default_model):
+    """The default model with every tensor dequantized to F32 (quant.gguf_io, 540 MB): the exact
+    weights the torch twin holds. Written once (~15 s) for every test that only reads it."""
+    from quant import gguf_io
+
+    return gguf_io.write_unquantized(gguf_io.open_gguf(default_model.path),
+                                     tmp_path_factory.mktemp("f32") / "smollm2-f32.gguf", "F32")
+
+
+@pytest.fixture(scope="session")
+def torch_twin(default_model):
+    """(model, tokenizer): the default GGUF's float32 transformers twin, what sleep trains on
+    (quant.gguf_torch.load_twin), loaded once. Read only: lora.peft_trainer.wrap deep-copies it."""
+    from pathlib import Path
+
+    from quant.gguf_torch import load_twin
+
+    return load_twin(Path(default_model.path))
+
+
 # --- no network: every non-loopback connection or name lookup is blocked and recorded ---------
 LOCAL_NAMES = {"localhost", "ip6-localhost", ""}
 

@@ -100,10 +100,8 @@ def work(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_same_gguf_lora_same_greedy_tokens_in_llama_cpp_and_mlx(work):
-    from test_lora_parity import write_f32_twin
-
-    f32 = write_f32_twin(MODEL, work["dir"] / "smollm2-f32.gguf")
+def test_same_gguf_lora_same_greedy_tokens_in_llama_cpp_and_mlx(work, f32_default_model):
+    f32 = f32_default_model
     mlx = mlx_runtime(f32)
     try:
         ids = [mlx.tokenize(t, add_bos=True) for t in TEXTS[:F32_TEXTS]]

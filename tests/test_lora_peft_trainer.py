@@ -26,10 +26,8 @@ CFG = dict(rank=4, alpha=8, dropout=0.1, target_modules=("q_proj", "v_proj"), le
 
 
 @pytest.fixture(scope="module")
-def base():
-    from quant.gguf_torch import load_twin  # what sleep trains on; test_lora_parity pins it to transformers' load
-
-    return load_twin(MODEL)
+def base(torch_twin):
+    return torch_twin  # what sleep trains on; test_lora_parity pins it to transformers' load
 
 
 def test_split_uses_the_serving_format():

@@ -73,13 +73,14 @@ def test_bad_inputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_f32_dequantized_default_model_generates_same_tokens(tmp_path):
-    """The whole default model dequantized to F32 and rewritten loads in llama.cpp and answers
-    with the same greedy tokens as the shipped Q4_1 file."""
+def test_f32_dequantized_default_model_generates_same_tokens(f32_default_model):
+    """The whole default model dequantized to F32 and rewritten (gguf_io.write_unquantized, the
+    session's shared copy) loads in llama.cpp and answers with the same greedy tokens as the
+    shipped Q4_1 file."""
     from llama_cpp import Llama
 
     base = default_model_path()
-    out = gguf_io.write_unquantized(gguf_io.open_gguf(base), tmp_path / "f32.gguf", "F32")
+    out = f32_default_model
 
     def greedy(path):
         llm = Llama(model_path=str(path), n_ctx=128, n_threads=1, verbose=False, seed=0)

@@ -135,16 +135,14 @@ def test_merged_f32_matches_runtime_lora(tmp_path):
 
 
 @pytest.mark.slow
-def test_merged_f32_equals_runtime_lora_on_the_f32_base(tmp_path):
+def test_merged_f32_equals_runtime_lora_on_the_f32_base(tmp_path, f32_default_model):
     """Like for like: the base dequantized to F32 + runtime LoRA vs the merged F32 model. Same
     weights and f32 matmuls on both sides, so the logits match to float rounding; a wrong scale,
     orientation or tensor mapping in merge would show here as a large difference."""
-    from quant import gguf_io
-
     base = default_model_path()
     arch, pairs = random_lora(base, rank=8, std_b=0.02, seed=3)
     ad = write_lora_gguf(tmp_path / "rand.gguf", arch, pairs, 16.0)
-    f32 = gguf_io.write_unquantized(gguf_io.open_gguf(base), tmp_path / "base.F32.gguf", "F32")
+    f32 = f32_default_model  # gguf_io.write_unquantized(base, ..., "F32"), written once a session
     merge(base, ad, tmp_path / "merged.gguf", "F32")
     runtime = _logprobs(f32, lora=str(ad))
     merged = _logprobs(tmp_path / "merged.gguf")
