@@ -107,14 +107,30 @@ def _vector_rows(memories: list[Memory], form: tuple[str, ...]) -> list[tuple[st
     """chromadb entries (id, text, metadata) for memories: one per memory, and with "sentences"
     in the form one more per sentence of a long conversation turn ("<id>#<j>"; search keeps
     each memory's best entry). Only what a search filters on goes in the metadata: chromadb
-    keeps no text and no numbers of ours."""
+    keeps no text and no numbers of ours.
+
+    "context" (measured by bench/recall_ablation.py, not in VECTOR_FORM): one more entry per
+    turn, "<id>#c", the turn after the one before it in its session ("what are your plans?" ->
+    "researching adoption agencies"). Only turns whose previous turn is in the same batch (an
+    import) get one, and forgetting a turn would have to re-embed the next turn's entry: both
+    are still to build before it could ship."""
     rows = []
+    prev = None
     for m in memories:
         rows.append((m.id, index_text(m.text, m.source, form), {"kind": m.kind}))
         if "sentences" in form and m.kind == "episodic":
             rows += [(f"{m.id}#{j}", index_text(part, m.source, form),
                       {"kind": m.kind, "memory": m.id})
                      for j, part in enumerate(query_mod.sentences(m.text), start=1)]
+        if "context" in form and m.kind == "episodic":
+            same = prev is not None and all(prev.source.get(f) == m.source.get(f) and
+                                            m.source.get(f) is not None
+                                            for f in ("conversation_id", "session"))
+            if same:
+                rows.append((f"{m.id}#c", index_text(prev.text, prev.source, ("speaker",)) + " "
+                             + index_text(m.text, m.source, ("speaker",)),
+                             {"kind": m.kind, "memory": m.id}))
+            prev = m
     return rows
 
 

@@ -307,3 +307,18 @@ def test_facts_come_in_through_their_turn_after_every_change_to_the_facts(store)
     assert got[0] == ("fact", new[0][0].text)  # the new fact, through the turn that said it
     store.forget(new[0][0].id)
     assert all(r[1] != new[0][0].text for r in ask())
+
+
+def test_context_entries_pair_a_turn_with_the_one_before_it_in_its_session():
+    from memory.store import Memory, _vector_rows
+
+    def turn(i, session, text, conv="c"):
+        return Memory(f"m{i}", "episodic", text, None, "active", 0.0, 0.0,
+                      {"conversation_id": conv, "session": session, "speaker": "AB"[i % 2]})
+
+    turns = [turn(1, 1, "What are your plans?"), turn(2, 1, "Researching adoption agencies."),
+             turn(3, 2, "Hi again."), turn(4, 2, "Hello!", conv="other")]
+    ctx = [(i, t) for i, t, _ in _vector_rows(turns, ("speaker", "context")) if i.endswith("#c")]
+    # only m2 follows a turn of its own session and conversation
+    assert ctx == [("m2#c", "B: What are your plans? A: Researching adoption agencies.")]
+    assert all(not i.endswith("#c") for i, _, _ in _vector_rows(turns, ("speaker",)))
