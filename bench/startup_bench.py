@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from common.threads import WAIT_POLICY
+
 QUESTION = "Where do I live?"
 FACT = "I live in Oslo."
 
@@ -166,7 +168,7 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
             # side's concurrency (model load beside chromadb's import) shows in wall only
             "ask_vs_raw_cpu": round(statistics.median(cpu["ask"]) / statistics.median(cpu["raw"]), 3),
             # both sides run llama.cpp under the OpenMP wait policy reverie sets (common/threads.py)
-            "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
+            "omp_wait_policy": env.get(WAIT_POLICY),
             "completion_tokens": {"ask": seen["ask_tokens"][1:], "raw": seen["raw_tokens"][1:]},
             "answers": {"ask": answer_ask, "raw": answer_raw},
             "cpu_count": os.cpu_count(),

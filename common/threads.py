@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 
+WAIT_POLICY = "OMP_WAIT_POLICY"  # the variable's name, for callers that report it
+
+
 def passive_openmp() -> None:
     """OMP_WAIT_POLICY=PASSIVE unless the user chose one. Must run before torch or llama_cpp is
     imported (OpenMP reads it once), so each package's __init__ calls it first."""
