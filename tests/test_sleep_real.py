@@ -31,24 +31,20 @@ def _opts(**kw):
 
 
 @pytest.fixture(scope="module")
-def anchors(tmp_path_factory, default_model):
+def anchors(tmp_path_factory, default_model, llama_runtime):
     """The base model's anchor answers, made once for this module by sleep's own code (~40 s on
-    2 cores); each test finds them in its data dir as a second night would."""
+    2 cores) with the session's runtime; each test finds them in its data dir as a second night
+    would."""
     from assistant.config import Settings
     from assistant.sleep import _anchors, anchor_cache_path
     from common.files import cached_sha256
     from quant.registry import sha256_file
-    from quant.runtime import load_runtime
 
     home = tmp_path_factory.mktemp("anchors") / "home"
     home.mkdir(mode=0o700)
     sha = cached_sha256(home, Path(default_model.path), sha256_file)
     prompt = Settings.load(home).system_prompt
-    rt = load_runtime(default_model, "llama.cpp", n_ctx=1024, threads=2)
-    try:
-        made = _anchors(home, rt, sha, prompt, log=lambda _: None)
-    finally:
-        rt.close()
+    made = _anchors(home, llama_runtime, sha, prompt, log=lambda _: None)
     assert len(made) >= 20 and all(a.answer.strip() for a in made)
     return anchor_cache_path(home, sha, prompt)
 
@@ -220,7 +216,11 @@ def test_forget_after_a_night_reaches_the_served_adapter_and_every_file(reverie_
     services.record_exchange(conv, "My dog's name is Biscuit.", "What a lovely name.", "{}")
     ledger.close()
     _seed(reverie_home, anchors)
-    out = run_sleep(reverie_home, _opts(), log=lambda _: None)
+    from assistant.probes import bundled_general_mc, bundled_general_text
+
+    # the gate's verdict is not what this test is about: its lightest general probe
+    out = run_sleep(reverie_home, _opts(max_general=2, general_items=bundled_general_mc()[:2],
+                                        general_texts=bundled_general_text()[:1]), log=lambda _: None)
     assert out.status in ("promoted", "rejected"), out.message
     adapters = AdapterLedger(Ledger(reverie_home))
     if out.status == "rejected":  # the gate's verdict is not what this test is about
