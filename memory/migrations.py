@@ -1,5 +1,6 @@
 """Ledger schema migrations: append-only, each in its own transaction. Never edit one that has
-shipped; add mNNN_verb_noun instead. tests/test_memory_schema.py pins the resulting schema; tests/test_ledger_upgrade.py opens ledgers made by every earlier step."""
+shipped; add mNNN_verb_noun instead. tests/test_memory_schema.py pins the resulting schema;
+tests/test_ledger_upgrade.py opens ledgers made by every earlier step."""
 from sqlite_utils import Migrations
 
 migrations = Migrations("reverie.ledger")
