@@ -31,20 +31,25 @@ def _opts(**kw):
 
 
 @pytest.fixture(scope="module")
-def anchors(tmp_path_factory, default_model, llama_runtime):
+def anchors(tmp_path_factory, default_model):
     """The base model's anchor answers, made once for this module by sleep's own code (~40 s on
-    2 cores) with the session's runtime; each test finds them in its data dir as a second night
-    would."""
+    2 cores); each test finds them in its data dir as a second night would. Its own runtime: the
+    session's `llama_runtime` may have been closed by a test that owns a copy of it."""
     from assistant.config import Settings
     from assistant.sleep import _anchors, anchor_cache_path
     from common.files import cached_sha256
     from quant.registry import sha256_file
+    from quant.runtime import load_runtime
 
     home = tmp_path_factory.mktemp("anchors") / "home"
     home.mkdir(mode=0o700)
     sha = cached_sha256(home, Path(default_model.path), sha256_file)
     prompt = Settings.load(home).system_prompt
-    made = _anchors(home, llama_runtime, sha, prompt, log=lambda _: None)
+    rt = load_runtime(default_model, "llama.cpp", n_ctx=1024, threads=2)
+    try:
+        made = _anchors(home, rt, sha, prompt, log=lambda _: None)
+    finally:
+        rt.close()
     assert len(made) >= 20 and all(a.answer.strip() for a in made)
     return anchor_cache_path(home, sha, prompt)
 
