@@ -104,11 +104,6 @@ class VectorIndex:
 
     def _open(self):
         sh = self._shared
-        if sh.collection is None and (self.path / "chroma.sqlite3").exists():
-            # An existing collection opens through chromadb's bindings (~0.5 s CPU less than
-            # its Python client); creating one, or any failure there, goes through the client.
-            from .chroma_fast import open_fast
-            sh.collection = open_fast(str(self.path), COLLECTION)
         if sh.collection is None:
             os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
             import chromadb
@@ -127,12 +122,9 @@ class VectorIndex:
 
     def _close(self) -> None:
         sh = self._shared
-        client, col = sh.client, sh.collection
-        sh.client, sh.collection, sh.seen = None, None, -1
+        client, sh.client, sh.collection, sh.seen = sh.client, None, None, -1
         if client is not None:
             client.close()
-        elif col is not None and hasattr(col, "close"):
-            col.close()  # a FastCollection
 
     @contextmanager
     def _locked(self, write: bool = False):
