@@ -142,9 +142,10 @@ def anchors_needed(n_new: int, config, styled: bool) -> int:
 
 
 def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log,
-             n: int = ANCHOR_PROMPTS):
+             n: int = ANCHOR_PROMPTS, make: bool = True):
     """The base model's own answers to the first `n` bundled general prompts, cached per base
-    model and system prompt; only answers not made on an earlier night are generated."""
+    model and system prompt; only answers not made on an earlier night are generated.
+    make=False (a dry run): the missing ones get a placeholder answer and nothing is generated."""
     from lora import Anchor
     from quant.runtime import GenerationConfig
 
@@ -161,6 +162,9 @@ def _anchors(home: Path, runtime, model_sha: str, system_prompt: str, log: Log,
         return cached[:n]
     have = {a.prompt for a in cached}
     todo = [p for p in bundled_general_prompts() if p not in have][: n - len(cached)]
+    if not make:
+        return cached + [Anchor(p, "(the base model's own answer, generated when training)")
+                         for p in todo]
     if todo:
         log(f"making {len(todo)} anchor answers with the base model (kept for later nights)")
     made = []
@@ -316,16 +320,6 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         from common.files import cached_sha256
 
         model_sha = cached_sha256(home, Path(model.path), sha256_file)
-        if opts.dry_run and not anchor_cache_path(home, model_sha, settings.system_prompt).exists():
-            # a dry run should be instant: show the anchor prompts, answers are made at training time
-            from lora import Anchor
-
-            from .probes import bundled_general_prompts
-
-            anchors = [Anchor(p, "(the base model's own answer, generated when training)")
-                       for p in bundled_general_prompts()[:ANCHOR_PROMPTS]]
-        else:
-            anchors = []  # made below, once tonight's dataset says how many
         lfacts = [Fact(f.id, first_person(f.text), f.subject or "", f.created) for f in facts]
         replay = []
         init = None
@@ -342,9 +336,11 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
                                  tombstoned_ids=store.tombstoned_ids(),
                                  phrasings_per_fact=opts.phrasings_per_fact, style=style)
 
-        if not anchors:  # as many of the base's answers as tonight's new examples call for
-            need = anchors_needed(dataset_with([]).new_examples, config, not style.empty)
-            anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log, need)
+        # as many of the base's answers as tonight's new examples call for; a dry run should be
+        # instant, so it shows the prompts of those not made yet instead of making them
+        need = anchors_needed(dataset_with([]).new_examples, config, not style.empty)
+        anchors = _anchors(home, base_rt, model_sha, settings.system_prompt, log, need,
+                           make=not opts.dry_run)
         dataset = dataset_with(anchors)
         summary = {"strategy": strategy, "facts": len(lfacts), "corrections": len(corrections),
                    "style": style.to_dict(),

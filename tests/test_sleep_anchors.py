@@ -35,6 +35,12 @@ def test_anchors_grow_with_the_need_and_are_made_once(tmp_path):
     more = _anchors(tmp_path, rt, "ab" * 32, "Be kind.", log=lambda _: None, n=5)
     assert [a.prompt for a in more] == prompts[:5] and rt.asked[3:] == prompts[3:5]
     assert more[0].answer == f"An answer to: {prompts[0]}"
+    # a dry run makes nothing: the missing ones are named, with a placeholder answer
+    dry = _anchors(tmp_path, rt, "ab" * 32, "Be kind.", log=lambda _: None, n=7, make=False)
+    assert [a.prompt for a in dry] == prompts[:7] and len(rt.asked) == 5
+    assert dry[4].answer == more[4].answer and "generated when training" in dry[6].answer
+    assert len(_anchors(tmp_path, rt, "ab" * 32, "Be kind.", log=lambda _: None, n=7)) == 7
+    assert rt.asked[5:] == prompts[5:7]  # the placeholders were not cached
     # another system prompt is another cache: the base answers differently under it
     assert anchor_cache_path(tmp_path, "ab" * 32, "Be terse.") != anchor_cache_path(
         tmp_path, "ab" * 32, "Be kind.")
