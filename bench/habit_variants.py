@@ -95,10 +95,19 @@ def main(argv=None) -> int:
     ap.add_argument("preferences", help="the eval's --preferences file")
     ap.add_argument("variants", nargs="+", help="TrainConfig overrides as JSON objects")
     a = ap.parse_args(argv)
+    if not (a.data_dir / "ledger.db").is_file():
+        ap.error(f"{a.data_dir} is not a reverie data dir (no ledger.db): pass the data dir "
+                 "`reverie eval --facts F --preferences P --json` reports as data_dir")
+    try:
+        variants = [json.loads(v) for v in a.variants]
+    except ValueError as e:
+        ap.error(f"a variant is not JSON ({e}); write one like '{{\"habit_ratio\": 1.0}}'")
+    if not all(isinstance(v, dict) for v in variants):
+        ap.error("each variant is a JSON object of TrainConfig fields, e.g. '{}'")
     os.environ.setdefault("REVERIE_GATE_FACTUAL", "320")
     rows = []
-    for v in a.variants:
-        rows.append(run_variant(a.data_dir, a.facts, a.preferences, json.loads(v),
+    for v in variants:
+        rows.append(run_variant(a.data_dir, a.facts, a.preferences, v,
                                 log=lambda m: print(m, file=sys.stderr, flush=True)))
     print(json.dumps({"source": str(a.data_dir), "variants": rows}, indent=1))
     return 0
