@@ -131,3 +131,20 @@ def test_blas_is_single_threaded_while_embedding_and_restored_after(real):
             pass
         assert set(blas_threads().values()) <= {1}
     assert blas_threads() == before
+
+
+def test_a_querys_weight_products_keep_the_bits_of_the_transposed_gemm(real, monkeypatch):
+    """minilm._linear runs a few rows as (w @ x.T).T (faster for a query); what it returns must
+    be bit for bit what x @ w.T gave, so vectors already in a store still match new queries."""
+    import numpy as np
+
+    from memory import minilm
+
+    model = real.get_model()
+    with real._blas_single_thread():
+        fast = [model.forward(*model.tokenize([t])) for t in TEXTS]
+        batch = model.encode(TEXTS, 4)
+        monkeypatch.setattr(minilm, "SMALL_ROWS", -1)  # every product as x @ w.T
+        for t, got in zip(TEXTS, fast):
+            assert np.array_equal(got, model.forward(*model.tokenize([t]))), t
+        assert np.array_equal(batch, model.encode(TEXTS, 4))
