@@ -8,9 +8,18 @@
 - With throughput=True: the embedder (memory/minilm.py, NumPy) against sentence-transformers on
   the same texts, texts/s in this process, plus each one's cold first query in a fresh process.
 
-Runs are interleaved (the order flips every repetition) after one untimed warm-up (page cache),
-so a busy machine slows both sides alike; medians of `reps`. The load average is reported with
-the numbers: on a loaded 2-core machine the absolute times are high and the ratios are the point.
+Runs are interleaved (the order flips every repetition) after one untimed warm-up (page cache,
+and the bytecode cache below), so a busy machine slows both sides alike; medians of `reps`.
+
+Both sides run with a bytecode cache, as an installed package has its .pyc files: a temporary
+PYTHONPYCACHEPREFIX that the warm-up round fills (removed afterwards). With
+PYTHONDONTWRITEBYTECODE=1 in the environment (as in the sandbox these numbers were taken in),
+every ask compiled the reverie modules edited since their .pyc was written from source again
+(18 modules, 121 KB, ~24 ms CPU on the day this was added; raw: none), and more as more files
+change; `bytecode_cache=False` (--no-bytecode-cache) measures that way.
+
+The load average is reported with the numbers: on a loaded 2-core machine the absolute times
+are high and the ratios are the point.
 
 Run: .venv/bin/reverie bench startup --json   (or python -m bench.startup_bench)
 """
@@ -98,7 +107,7 @@ def _prepare(home: Path, max_tokens: int, model: str | None) -> dict:
 
 
 def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughput: bool = False,
-        progress: Callable[[str], None] | None = None) -> dict:
+        progress: Callable[[str], None] | None = None, bytecode_cache: bool = True) -> dict:
     if reps < 1:
         raise ValueError("reps must be at least 1.")
     say = progress or (lambda msg: None)
@@ -107,6 +116,9 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
     passive_openmp()  # the raw side inherits reverie's OpenMP policy, as every reverie process sets it
     home = Path(tempfile.mkdtemp(prefix="reverie-startup-"))
     env = dict(os.environ, REVERIE_HOME=str(home))
+    if bytecode_cache:  # outside the data dir and the checkout; both sides share it
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(home.with_name(home.name + "-pyc"))
     rev = _reverie()
     load_before = os.getloadavg()
     try:
@@ -161,6 +173,11 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
             "memory_in_prompt": raw_args["memory_in_prompt"], "prompt_tokens": raw_args["prompt_tokens"],
             "ask_wall_s": round(med["ask"], 3), "raw_llama_cpp_wall_s": round(med["raw"], 3),
             "ask_vs_raw": round(med["ask"] / med["raw"], 3),
+            # ask and raw run back to back in each round: the ratio within a round moves less with
+            # other sessions' load than the ratio of medians taken minutes apart
+            "ask_vs_raw_rounds": [round(a / b, 3) for a, b in zip(times["ask"], times["raw"])],
+            "ask_vs_raw_rounds_median": round(statistics.median(
+                a / b for a, b in zip(times["ask"], times["raw"])), 3),
             "memory_search_wall_s": round(med["search"], 3), "memory_add_wall_s": round(med["add"], 3),
             "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
             "cpu_s_median": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
@@ -169,6 +186,7 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
             "ask_vs_raw_cpu": round(statistics.median(cpu["ask"]) / statistics.median(cpu["raw"]), 3),
             # both sides run llama.cpp under the OpenMP wait policy reverie sets (common/threads.py)
             "omp_wait_policy": env.get(WAIT_POLICY),
+            "bytecode_cache": bytecode_cache,
             "completion_tokens": {"ask": seen["ask_tokens"][1:], "raw": seen["raw_tokens"][1:]},
             "answers": {"ask": answer_ask, "raw": answer_raw},
             "cpu_count": os.cpu_count(),
@@ -180,6 +198,7 @@ def run(reps: int = 3, max_tokens: int = 64, model: str | None = None, throughpu
         return out
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home.with_name(home.name + "-pyc"), ignore_errors=True)
 
 
 def embedding_throughput(reps: int = 3, say: Callable[[str], None] = lambda m: None,
@@ -239,8 +258,11 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", default=None)
     ap.add_argument("--throughput", action="store_true", help="also embedding texts/s vs sentence-transformers")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="children compile from source when PYTHONDONTWRITEBYTECODE is set")
     a = ap.parse_args(argv)
-    res = run(a.reps, a.max_tokens, a.model, a.throughput, progress=lambda m: print(m, file=sys.stderr))
+    res = run(a.reps, a.max_tokens, a.model, a.throughput, progress=lambda m: print(m, file=sys.stderr),
+              bytecode_cache=not a.no_bytecode_cache)
     json.dump(res, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -104,6 +104,7 @@ def _every_method(index) -> list:
     out = [index.count(), sorted(index.ids())]
     q = rng.standard_normal(16).astype(np.float32).tolist()
     out.append([(h.id, h.rank, h.score) for h in index.search(q, 5)])
+    out.append([(h.id, h.score) for h in index.search(q, 60)])  # more than the store holds
     out.append([(h.id, h.score) for h in index.search(q, 5, ["fact"])])
     out.append(index.similar(q, "episodic"))
     emb = index.embeddings(["m3", "m4", "nope"])
