@@ -121,6 +121,8 @@ class ChatSession:
         from .services import Services
 
         self.services = services or Services(self.home, self.ledger)
+        self.served = None  # the adapter version being served, in which form (assistant.served)
+        self.base_info = runtime.model if runtime is not None else None
         try:
             self.runtime = runtime or self._load_runtime(model)
         except BaseException:
@@ -143,21 +145,27 @@ class ChatSession:
         from .runtime_api import find_model, prepare_runtime
 
         info = find_model(self.home, model)
-        want = self.services.promoted_adapter(info.name) if self.use_adapter else None
+        self.base_info = info
+        # what a promoted adapter is served as (assistant.served): the base + its runtime LoRA,
+        # or the merged file the gate measured, loaded instead of the base
+        want = self.services.served(info) if self.use_adapter else None
+        target = want.model_info(info) if want else info
+        adapter = want.adapter if want else None
         # the imports happen here, and the head is rendered here: the thread below imports nothing
-        fmt = prepare_runtime(info, self.backend, want)
+        fmt = prepare_runtime(target, self.backend, adapter)
         head = fmt.render(lead_messages(self.system_prompt, self.use_memory and self.memory_example))
         opts = dict(n_ctx=self.settings.n_ctx, threads=self.settings.threads)
 
         def load_and_prefill():
             try:
-                rt = open_runtime(self.home, model, self.backend, adapter=want, **opts)
+                rt = open_runtime(self.home, target, self.backend, adapter=adapter, **opts)
+                self.served = want
             except QuantError:
                 if want is None:
                     raise
                 # as when the adapter was applied after the load: the base loads, and
                 # _sync_adapter says what is wrong with the adapter (rollback, --no-adapter)
-                rt = open_runtime(self.home, model, self.backend, **opts)
+                rt = open_runtime(self.home, info, self.backend, **opts)
             if hasattr(rt, "prefill") and rt.chat_format == fmt:  # only llama.cpp offers it
                 rt.prefill(head)
             return rt
@@ -185,16 +193,31 @@ class ChatSession:
         self.conversation_id = self._new_conversation()
 
     def _sync_adapter(self) -> None:
-        """Pick up a newly promoted adapter between turns, without a restart."""
-        want = self.services.promoted_adapter_for(self.runtime) if self.use_adapter else None
-        if want != self.runtime.adapter_path:
-            from quant.errors import QuantError
+        """Pick up a newly promoted adapter (or a rollback, or a forget) between turns, without
+        a restart: the served form is read from the ledger every turn."""
+        from quant.errors import QuantError
 
-            try:
-                self.runtime.set_adapter(want)
-            except QuantError as e:
-                raise ReverieError(f"{e} The promoted adapter cannot be used: go back to the previous "
-                                   "one with `reverie adapters rollback`, or chat without it (--no-adapter).") from e
+        want = self.services.served(self.base_info) if self.use_adapter else None
+        try:
+            self._serve(want)
+        except QuantError as e:
+            raise ReverieError(f"{e} The promoted adapter cannot be used: go back to the previous "
+                               "one with `reverie adapters rollback`, or chat without it (--no-adapter).") from e
+
+    def _serve(self, want) -> None:
+        """Switch the runtime to a served form (None: the bare base). A runtime LoRA is swapped
+        in place; a merged file is another model file, so the runtime is reopened on it."""
+        path = want.model_path if want else self.base_info.path
+        adapter = want.adapter if want else None
+        if path != self.runtime.model.path:
+            target = want.model_info(self.base_info) if want else self.base_info
+            new = open_runtime(self.home, target, self.runtime.backend, adapter=adapter,
+                               n_ctx=self.settings.n_ctx, threads=self.settings.threads)
+            self.runtime.close()
+            self.runtime = new
+        elif adapter != self.runtime.adapter_path:
+            self.runtime.set_adapter(adapter)
+        self.served = want
 
     # --- prompt building --------------------------------------------------------------------
     def build_messages(self, user_text: str, recalled_block: str = "") -> tuple[list[dict], int, bool]:
@@ -243,11 +266,11 @@ class ChatSession:
         notes = []
         if self.use_memory:
             recalled, block = self.services.recall(text, self.runtime)
-            if self.runtime.adapter_path and self.services.newer_than_adapter(recalled, self.runtime):
+            if self.served and self.services.newer_than_adapter(recalled, self.runtime):
                 # The adapter learned an older value of something memory now holds newer: until
                 # the next sleep retrains, this turn is answered without it (the next turn's
                 # _sync_adapter puts it back).
-                self.runtime.set_adapter(None)
+                self._serve(None)
                 notes.append("answered without the adapter: a newer memory replaces what it learned")
         messages, dropped, truncated = self.build_messages(text, block)
         prompt = self.runtime.format_chat(messages)
@@ -260,7 +283,8 @@ class ChatSession:
         answer = self.runtime.last_stats.trimmed("".join(pieces)).strip()
         st = self.runtime.last_stats
         meta = {"recalled": [getattr(r, "id", r) for r in recalled], "backend": self.runtime.backend,
-                "model": self.runtime.model.name, "adapter": self.runtime.adapter_path,
+                "model": self.runtime.model.name,
+                "adapter": self.served.adapter_id if self.served else None,
                 "prompt_tokens": st.prompt_tokens, "completion_tokens": st.completion_tokens}
         asst_id = ""
         if self.record:

@@ -60,9 +60,11 @@ class Settings:
     # "What is the capital of France?" in French.
     system_prompt: str = "You are reverie, a helpful AI assistant running privately on the user's device."
     memory: bool = True
-    # After `reverie sleep` promotes an adapter, bake it into its base model at this type ("Q8_0",
-    # "same", ...; `sleep --merge` overrides it); "" or "none" keeps serving it as a runtime LoRA.
-    merge_on_promote: str = ""
+    # When the nightly gate passes an adapter as a runtime LoRA, sleep also bakes it into its base
+    # at this type and gates that file; chat serves it if it passes (assistant.served). Q8_0: the
+    # base's own Q4_1 erases the adapter (see assistant/served.py). `sleep --merge` overrides it;
+    # "" or "none" always serves the runtime LoRA.
+    merge_on_promote: str = "Q8_0"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

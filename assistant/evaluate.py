@@ -43,7 +43,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     from .gate_eval import BaseCache, Probe, answers_known, ask_probes, forgetting
     from .probes import (bundled_general_facts, bundled_general_mc, bundled_general_text, bundled_persona_demo,
                          load_multiple_choice, load_persona)
-    from .runtime_api import open_runtime
+    from .runtime_api import find_model, open_runtime
+    from .served import served_form
     from .services import Services
     from common.files import cached_sha256
 
@@ -85,7 +86,7 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     outcomes: dict[str, list] = {a: [] for a in ARMS}
     per_night = []
     last = {}
-    gguf = None  # the adapter the adapter arms use
+    gguf, form = None, None  # the adapter the adapter arms use, and the form it is served in
     sleeps = []
     for night in range(1, nights + 1):
         tonight = [f for f in facts if f.night == night]
@@ -120,10 +121,13 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             # the adapter arms use tonight's trained adapter (promoted or not): the experiment
             # measures what training did; the gate's decision is reported beside it. A night that
             # trained nothing keeps the previous night's adapter.
+            # A promoted adapter is asked in the form chat serves (assistant.served).
             if out.adapter_id and out.status in ("promoted", "rejected"):
-                gguf = AdapterLedger(ledger).get(out.adapter_id).gguf
+                row = AdapterLedger(ledger).get(out.adapter_id)
+                gguf, form = row.gguf, served_form(row, find_model(home).path)
             base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
-            ad_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048, adapter=gguf) if gguf else None
+            ad_rt = (open_runtime(home, form.model_info(find_model(home)), "llama.cpp", n_ctx=2048,
+                                  adapter=form.adapter) if gguf else None)
             services = Services(home, ledger)
 
             def block(q, rt):

@@ -87,7 +87,7 @@ def score_preferences(home: Path, taught, night: int, log: Log) -> dict:
             n = sum(r["probes"] for r in rows.values())
             arms[arm] = {"preference_acc": sum(r["followed"] for r in rows.values()) / n if n else 0.0,
                          "per_preference": rows,
-                         "adapter": s.runtime.adapter_path if adapter else None}
+                         "adapter": s.served.file if adapter and s.served else None}
         finally:
             s.close()
         log(f"night {night}: {arm} preference_acc {arms[arm]['preference_acc']:.3f}")

@@ -278,31 +278,3 @@ def check_merge_type(qtype: str) -> str:
 
     return check_type(qtype, allow_same=True)
 
-
-def merge_on_promotion(home: Path, model: str, adapter_id: str, gguf: Path | str,
-                       qtype: str | None = None, log: Progress = _quiet) -> dict:
-    """`reverie sleep`'s hook after a promotion: bake the promoted adapter into its base.
-
-    qtype: the `sleep --merge TYPE` value; None or "" falls back to the `merge_on_promote`
-    setting; "none" (or an empty setting) turns it off and returns {}. A failed merge never
-    fails the night (the adapter is already promoted and serves at run time): it is logged and
-    returned as {"error": ...}; nothing half-written is registered (merge_adapter's guarantee).
-    """
-    from .config import Settings
-
-    if not qtype:
-        qtype = Settings.load(home).merge_on_promote
-    if not qtype or qtype.lower() in ("none", "off", "no"):
-        return {}
-    from quant.errors import QuantError
-
-    name = _safe_name(f"{model}-{adapter_id}-{'merged' if qtype == 'same' else qtype.lower()}")
-    log(f"merging {adapter_id} into {model} ({qtype}) as model {name}")
-    try:
-        r = merge_adapter(str(gguf), qtype, name=name, base=model, home=home, progress=log)
-    except (ReverieError, QuantError, OSError) as e:
-        log(f"merge after promotion failed: {e}")
-        return {"error": str(e), "type": qtype, "summary": f"merge failed: {e}"}
-    return {"name": r["name"], "path": r["path"], "type": r["type"],
-            "size_bytes": r["size_bytes"], "seconds": r["seconds"],
-            "summary": f"merged into model {r['name']!r} ({r['type']})"}

@@ -6,9 +6,11 @@ from pathlib import Path
 
 def open_runtime(home: Path, model: str | None = None, backend: str = "auto",
                  n_ctx: int = 2048, threads: int = 0, adapter: str | None = None):
+    """model: a name or path the registry resolves (None: the default), or a ModelInfo."""
     from quant.runtime import load_runtime
 
-    return load_runtime(find_model(home, model), backend, n_ctx=n_ctx, threads=threads,
+    info = model if hasattr(model, "path") else find_model(home, model)
+    return load_runtime(info, backend, n_ctx=n_ctx, threads=threads,
                         adapter=adapter_file(adapter) if adapter else None)
 
 

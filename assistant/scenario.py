@@ -275,7 +275,7 @@ def run_scenario(path: Path | str, home: Path | None = None, log: Log = print, s
         s = ChatSession(home, backend="llama.cpp", use_memory=use_memory, use_adapter=use_adapter,
                         record=False)
         try:
-            adapter = s.runtime.adapter_path if use_adapter else None
+            adapter = s.served.file if use_adapter and s.served else None
             if use_adapter:
                 served = adapter
             twin = arm.replace("adapter+", "").replace("adapter", "base") if use_adapter else None

@@ -243,18 +243,14 @@ class Services:
                 return True
         return False
 
-    def promoted_adapter_for(self, runtime) -> str | None:
-        """The promoted adapter's GGUF LoRA file, read from the ledger on every turn so a new
-        promotion is picked up live. Both runtimes take the same file: llama.cpp natively, MLX
-        as LoRA layers (its model is loaded from the GGUF, so q/k rows are already in GGUF order)."""
-        return self.promoted_adapter(runtime.model.name)
-
-    def promoted_adapter(self, model_name: str) -> str | None:
-        """promoted_adapter_for, by model name: known before the model is loaded, so the
-        adapter loads with it."""
+    def served(self, base):
+        """What chat serves for the promoted adapter of `base` (a registry ModelInfo): a
+        Served (assistant.served) — the base file with the adapter's GGUF LoRA, which both
+        runtimes load (MLX as LoRA layers on the GGUF's own q/k row order), or the merged file
+        the gate measured — or None. Read from the ledger on every turn, so a promotion, a
+        rollback or a forget is picked up live."""
         from memory.adapters_ledger import AdapterLedger
 
-        row = AdapterLedger(self.ledger).promoted(model_name)
-        if row is None:
-            return None
-        return row.gguf if row.gguf and Path(row.gguf).exists() else None
+        from .served import served_form
+
+        return served_form(AdapterLedger(self.ledger).promoted(base.name), base.path)

@@ -50,7 +50,10 @@ class SleepOptions:
     factual_items: list | None = None
     max_probes: int = 64  # held-back questions asked by the gate (facts new tonight first)
     phrasings_per_fact: int = 4
-    merge: str = ""  # after promotion bake the adapter into the base at this type ("": setting merge_on_promote, "none": off)
+    # after the gate passes the runtime LoRA, also gate the adapter merged into the base at this
+    # type and serve that if it passes (assistant.served); "": the merge_on_promote setting
+    # (default Q8_0), "none": always the runtime LoRA
+    merge: str = ""
     # steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else TrainConfig's)
     checkpoint_every: int = 0
     # peft: torch on the dequantized GGUF (CPU/CUDA/MPS); mlx: QLoRA on the quantized GGUF itself
@@ -315,6 +318,7 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         strategy = "retrain"
 
     config = _train_config(opts)
+    qtype = merge_type(home, opts.merge)  # a bad setting fails here, before the night's work
     base_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=settings.threads)
     try:
         from common.files import cached_sha256
@@ -373,34 +377,32 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         gguf_path = export_adapter_gguf(out_dir, out_dir / "adapter.gguf")
         log("evaluating: personal recall on held-back phrasings, general ability, drift")
         from .gate_eval import BaseCache
+        from .served import runtime_lora
 
-        metrics = evaluate_candidate(base_rt, model, str(gguf_path), facts, dataset, opts,
-                                     settings.system_prompt, promoted, log,
-                                     cache=BaseCache.for_model(home, model_sha))
+        cache = BaseCache.for_model(home, model_sha)
+        metrics = evaluate_candidate(base_rt, model, runtime_lora(model.path, str(gguf_path), vid),
+                                     facts, dataset, opts, settings.system_prompt, promoted, log,
+                                     cache=cache)
+        decision = _gate(metrics, opts)
+        served = ""
+        if decision.passed and qtype:
+            metrics, decision, served = _serve_merged(
+                model, str(gguf_path), qtype, out_dir, metrics, decision, log,
+                lambda form: evaluate_candidate(base_rt, model, form, facts, dataset, opts,
+                                                settings.system_prompt, promoted, log, cache=cache,
+                                                promoted_by_fact=metrics["per_fact_promoted"]),
+                opts)
         metrics["train"] = {k: v for k, v in result.to_dict().items() if k not in ("losses", "holdout_losses")}
-        gcfg = GateConfig(**opts.gate)
-        decision = gate(GateInputs(metrics["personal_base"], metrics["personal_adapted"],
-                                   metrics["general_base"], metrics["general_adapted"],
-                                   metrics.get("ppl_ratio"), metrics.get("bwt"),
-                                   tuple(metrics["general_base_correct"]),
-                                   tuple(metrics["general_adapted_correct"]),
-                                   tuple(metrics["factual_base_correct"]),
-                                   tuple(metrics["factual_adapted_correct"]),
-                                   metrics["factual_noise_pct"]), gcfg)
         adapters.add(id=vid, parent=promoted.id if promoted else "", strategy=strategy,
                      trainer=opts.trainer, model=model.name, base_sha256=model_sha,
                      dataset_hash=dataset.hash, fact_ids=fact_ids, feedback_ids=fb_ids,
                      path=str(out_dir), gguf=str(gguf_path), metrics=metrics, gate=decision.to_dict(),
-                     status="candidate")
+                     status="candidate", served=served)
         if decision.passed:
             adapters.promote(vid)
             status, msg = "promoted", f"{vid} promoted"
-            from .quant_api import merge_on_promotion  # the logic lives there (issue 6)
-
-            merged = merge_on_promotion(home, model.name, vid, gguf_path, opts.merge, log)
-            if merged:
-                metrics["merged_model"] = merged
-                msg += f"; {merged['summary']}"
+            if served:
+                msg += f" (served merged into the base at {qtype})"
         else:
             adapters.set_status(vid, "rejected")
             status, msg = "rejected", f"{vid} rejected: " + "; ".join(decision.reasons)
@@ -413,6 +415,75 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         return outcome
     finally:
         base_rt.close()
+
+
+def _gate(metrics: dict, opts: SleepOptions):
+    """The promotion gate (lora.metrics.gate) on one served form's measurements."""
+    from lora.metrics import GateConfig, GateInputs, gate
+
+    return gate(GateInputs(metrics["personal_base"], metrics["personal_adapted"],
+                           metrics["general_base"], metrics["general_adapted"],
+                           metrics.get("ppl_ratio"), metrics.get("bwt"),
+                           tuple(metrics["general_base_correct"]),
+                           tuple(metrics["general_adapted_correct"]),
+                           tuple(metrics["factual_base_correct"]),
+                           tuple(metrics["factual_adapted_correct"]),
+                           metrics["factual_noise_pct"]), GateConfig(**opts.gate))
+
+
+SERVED_KEYS = ("personal_adapted", "general_adapted", "factual_lost", "ppl_ratio", "kl_drift", "bwt",
+               "served")
+
+
+def merge_type(home: Path, option: str) -> str:
+    """The type a passing adapter is merged at for serving: the `sleep --merge` option, else the
+    merge_on_promote setting; "" when off ("none")."""
+    from .config import Settings
+    from .quant_api import check_merge_type
+
+    from quant.errors import QuantError
+
+    from .errors import ReverieError
+
+    qtype = option or Settings.load(home).merge_on_promote
+    if not qtype or qtype.lower() in ("none", "off", "no"):
+        return ""
+    try:
+        return check_merge_type(qtype)
+    except QuantError as e:
+        where = "--merge" if option else f"the merge_on_promote setting ({home / 'settings.json'})"
+        raise ReverieError(f"{where}: {e} Or none to serve the runtime LoRA.") from e
+
+
+def _serve_merged(model, gguf: str, qtype: str, out_dir: Path, metrics: dict, decision, log: Log,
+                  measure, opts: SleepOptions):
+    """The runtime LoRA passed the gate: bake it into the base at qtype and gate that file with
+    the same checks (measure). Returns (metrics, decision, served path) of the form
+    chat will serve: the merged file's if it passed ("served" = its path), else the runtime
+    LoRA's unchanged ("" ). Either way the other form's summary is kept beside them."""
+    from quant.errors import QuantError
+
+    from .served import make_merged
+
+    log(f"the runtime LoRA passed; merging it into the base at {qtype} to serve it without one")
+    try:
+        merged = make_merged(model.path, gguf, out_dir, qtype, log)
+    except (QuantError, OSError) as e:
+        log(f"merging failed ({e}); chat serves the runtime LoRA")
+        metrics["merged"] = {"error": str(e), "type": qtype}
+        return metrics, decision, ""
+    log("evaluating the merged file: the same checks")
+    m = measure(merged)
+    d = _gate(m, opts)
+    if d.passed:
+        log("the merged file passed the gate: chat serves it")
+        m["served"]["type"] = qtype
+        m["runtime_lora"] = {**{k: metrics.get(k) for k in SERVED_KEYS}, "gate": decision.to_dict()}
+        return m, d, merged.model_path
+    log("the merged file failed the gate (" + "; ".join(d.reasons) + "): chat serves the runtime LoRA")
+    Path(merged.model_path).unlink(missing_ok=True)
+    metrics["merged"] = {**{k: m.get(k) for k in SERVED_KEYS}, "type": qtype, "gate": d.to_dict()}
+    return metrics, decision, ""
 
 
 def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_root: Path, on_train,
@@ -443,9 +514,16 @@ def _train(trainer: str, dataset, config, render, model, out_dir: Path, work_roo
                  on_report=on_train, init_adapter=init, provenance=prov)
 
 
-def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: SleepOptions,
-                       system_prompt: str, promoted, log: Log, cache=None) -> dict:
+def evaluate_candidate(base_rt, model, served, facts, dataset, opts: SleepOptions,
+                       system_prompt: str, promoted, log: Log, cache=None,
+                       promoted_by_fact: dict | None = None) -> dict:
+    """The gate's measurements of one served form of the candidate (assistant.served.Served:
+    the base with the runtime LoRA, or the merged file) against the base. promoted_by_fact: the
+    promoted adapter's per-fact recall when an earlier call on the same night measured it."""
+    from quant.registry import sha256_file
     from quant.runtime import load_runtime
+
+    from .served import served_form
 
     from .gate_eval import answers_known, ask_probes, forgetting, known_answers
     from .probes import bundled_general_mc, bundled_general_text
@@ -458,7 +536,8 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
     items = items[: opts.max_general]
     texts = opts.general_texts if opts.general_texts is not None else bundled_general_text()
     facts_q = opts.factual_items if opts.factual_items is not None else gate_factual_items()
-    ad_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads, adapter=gguf_path)
+    ad_rt = load_runtime(served.model_info(model), "llama.cpp", n_ctx=1024, threads=base_rt.threads,
+                         adapter=served.adapter)
     try:
         log(f"  personal recall: {len(probes)} held-back questions, base (cached per model) and adapter")
         pb = ask_probes(base_rt, probes, system_prompt, cache=cache)
@@ -480,16 +559,18 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
                                cache=cache, reference=[text for _, text in known])
         noise_pct = 100.0 * steady.count(False) / len(known) if known else 0.0
         bwt = None
-        if promoted is not None and Path(promoted.gguf).exists():
-            old_probes = [p for p in probes if p.fact_id in old_ids]
-            if old_probes:
-                prev_rt = load_runtime(model, "llama.cpp", n_ctx=1024, threads=base_rt.threads,
-                                       adapter=promoted.gguf)
-                try:
-                    before = ask_probes(prev_rt, old_probes, system_prompt)
-                finally:
-                    prev_rt.close()
-                bwt = gate_bwt(before.by_fact(), {f: v for f, v in pa.by_fact().items() if f in old_ids})
+        old_probes = [p for p in probes if p.fact_id in old_ids]
+        prev = served_form(promoted, model.path) if old_probes else None
+        if promoted_by_fact is None and prev is not None:
+            # what the user is served today, in the form it is served
+            prev_rt = load_runtime(prev.model_info(model), "llama.cpp", n_ctx=1024,
+                                   threads=base_rt.threads, adapter=prev.adapter)
+            try:
+                promoted_by_fact = ask_probes(prev_rt, old_probes, system_prompt).by_fact()
+            finally:
+                prev_rt.close()
+        if promoted_by_fact is not None:
+            bwt = gate_bwt(promoted_by_fact, {f: v for f, v in pa.by_fact().items() if f in old_ids})
     finally:
         ad_rt.close()
     m = {"n_probes": len(probes), "personal_base": pb.acc, "personal_adapted": pa.acc,
@@ -497,7 +578,8 @@ def evaluate_candidate(base_rt, model, gguf_path: str, facts, dataset, opts: Sle
          "general_base_correct": [bool(c) for c in gb.correct],
          "general_adapted_correct": [bool(c) for c in ga.correct],
          "ppl_base": d.ppl_base, "ppl_adapted": d.ppl_adapted, "ppl_ratio": d.ppl_ratio,
-         "kl_drift": d.kl, "bwt": bwt,
+         "kl_drift": d.kl, "bwt": bwt, "per_fact_promoted": promoted_by_fact,
+         "served": {**served.to_dict(), "sha256": sha256_file(served.file)},
          "n_factual": len(facts_q), "factual_base": sum(fqb) / len(fqb) if fqb else None,
          "factual_lost": sum(1 for b, a in zip(fqb, fqa) if b and not a),
          "factual_base_correct": fqb, "factual_adapted_correct": fqa,
@@ -556,6 +638,25 @@ def gate_factual_items():
     return items
 
 
+def _served_line(m: dict) -> str:
+    """The report's sentence on what chat serves and how the other form fared."""
+    form = (m.get("served") or {}).get("form")
+    if form == "merged":
+        other = m.get("runtime_lora") or {}
+        return ("Served as the adapter merged into the base (the file these numbers measured); "
+                f"as a runtime LoRA it measured personal {other.get('personal_adapted') or 0:.3f}, "
+                f"general questions lost {other.get('factual_lost')}.")
+    merged = m.get("merged")
+    if not merged:
+        return "Served as a runtime LoRA over the base (the form these numbers measured)."
+    if "error" in merged:
+        return f"Served as a runtime LoRA over the base: merging failed ({merged['error']})."
+    reasons = "; ".join(merged.get("gate", {}).get("reasons", []))
+    return (f"Served as a runtime LoRA over the base: the merged file failed the gate ({reasons}; "
+            f"personal {merged.get('personal_adapted') or 0:.3f}, general questions lost "
+            f"{merged.get('factual_lost')}).")
+
+
 def _ledger_snapshot(fact_ids, fb_ids) -> str:
     import hashlib
 
@@ -596,6 +697,7 @@ def _write_report(home: Path, run_id: str, outcome: SleepOutcome) -> Path:
                  "— (no earlier adapter to compare)" if m.get("bwt") is None
                  else f"{m['bwt'] * 100:+.1f} points"), "", "## Gate", ""]
     lines += [f"- {'pass' if c['passed'] else 'FAIL'}: {c['message']}" for c in outcome.gate.get("checks", [])]
+    lines += ["", _served_line(m)]
     if m.get("factual_lost_examples"):
         lines += ["", "General questions the base answered and the adapter no longer does:", ""]
         lines += [f"- {q}" for q in m["factual_lost_examples"]]

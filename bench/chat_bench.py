@@ -3,8 +3,10 @@ same prompt on the same model file and threads, in one run. Reports medians and 
 
 Run: .venv/bin/python -m bench.chat_bench [--reps 5] [--max-tokens 128] > result.json
 
---adapter PATH (a GGUF LoRA): reverie chats through that adapter and raw llama-cpp-python loads
-it with lora_path; a third side, raw llama-cpp-python without it, shows what runtime LoRA costs.
+Chat serves what the data dir ($REVERIE_HOME) serves: after a night that is the promoted
+adapter in its served form (merged into the base, or a runtime LoRA); raw llama-cpp-python loads
+the same form, and a third side, raw llama-cpp-python on the bare base, gives served_vs_base.
+--adapter PATH (a GGUF LoRA): a scratch data dir serving that file as a runtime LoRA instead.
 """
 from __future__ import annotations
 
@@ -40,34 +42,46 @@ def _raw_run(llm, prompt: str, max_tokens: int) -> dict:
 
 
 def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads: int = 0,
-        progress=None, adapter: str | None = None) -> dict:
+        progress=None, adapter: str | None = None, home: Path | None = None) -> dict:
+    """Without adapter: chat as the user's data dir serves it (home, default $REVERIE_HOME) —
+    after a night that is the promoted adapter in its served form (assistant.served), timed
+    against raw llama-cpp-python on the same form and on the bare base (served_vs_base). Nothing
+    is recorded. With adapter (a GGUF LoRA path): a scratch data dir, served as a runtime LoRA."""
     from llama_cpp import Llama
 
     from assistant.chat import ChatSession
+    from assistant.config import data_dir
+    from assistant.served import runtime_lora
     from quant.runtime import default_threads
 
     threads = threads or default_threads()
     load_before = os.getloadavg()  # the machine is shared: a result says how busy it was
-    home = Path(tempfile.mkdtemp(prefix="reverie-bench-"))
-    os.environ.setdefault("REVERIE_HOME", str(home))
+    scratch = Path(tempfile.mkdtemp(prefix="reverie-bench-")) if adapter else None
+    home = scratch or home or data_dir()
     session = ChatSession(home, model=model, backend="llama.cpp", use_memory=False,
-                          use_adapter=False, max_tokens=max_tokens, threads=threads)
-    kw = dict(model_path=session.runtime.model.path, n_ctx=session.runtime.n_ctx,
-              n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
-    raw = Llama(**kw, **({"lora_path": adapter} if adapter else {}))
-    plain = None
+                          use_adapter=adapter is None, max_tokens=max_tokens, threads=threads,
+                          record=False)
+    base_path = session.base_info.path
     if adapter:
-        # chat re-reads the promoted adapter before every turn: answer with this file instead
+        # chat re-reads the promoted adapter before every turn: serve this file instead
         # (promotion is not what is measured)
         session.use_adapter = True
-        session.services.promoted_adapter_for = lambda runtime: adapter
-        plain = Llama(**kw)
+        session.services.served = lambda info: runtime_lora(info.path, adapter, "bench")
+    session.send("Hello")  # warm-up; picks up the adapter
+    served = session.served
+    kw = dict(n_ctx=session.runtime.n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
+              verbose=False)
+    raw = Llama(model_path=served.model_path if served else base_path,
+                **({"lora_path": served.adapter} if served and served.adapter else {}), **kw)
+    assert (session.runtime.model.path, session.runtime.adapter_path) == (
+        (served.model_path, served.adapter) if served else (base_path, None)), \
+        "the chat side is not serving what the raw side loads"
+    plain = Llama(model_path=base_path, **kw) if served else None
     ours, ref, ref_plain = [], [], []
-    # warm-up both (page cache, thread pools)
-    session.send("Hello")
-    assert session.runtime.adapter_path == adapter, "the chat side is not using the adapter"
     session.new()
     _raw_run(raw, session.runtime.format_chat([{"role": "user", "content": "Hello"}]), 8)
+    if plain is not None:
+        _raw_run(plain, session.runtime.format_chat([{"role": "user", "content": "Hello"}]), 8)
     for r in range(reps):
         for p in PROMPTS:
             session.new()
@@ -89,6 +103,10 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
     raw.close()
     if plain is not None:
         plain.close()
+    if scratch is not None:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
@@ -106,12 +124,16 @@ def run(reps: int = 5, max_tokens: int = 128, model: str | None = None, threads:
     out["cpus"] = os.cpu_count()
     out["ratio_tokens_per_s"] = out["reverie"]["tokens_per_s_median"] / out["raw_llama_cpp"]["tokens_per_s_median"]
     out["ratio_ttft"] = out["reverie"]["ttft_s_median"] / out["raw_llama_cpp"]["ttft_s_median"]
-    if adapter:
-        out["adapter"] = adapter
-        out["raw_llama_cpp_without_adapter"] = {"tokens_per_s_median": med(ref_plain, "tokens_per_s"),
-                                                "ttft_s_median": med(ref_plain, "ttft_s")}
-        out["runtime_lora_cost_tokens_per_s"] = (out["raw_llama_cpp"]["tokens_per_s_median"]
-                                                 / out["raw_llama_cpp_without_adapter"]["tokens_per_s_median"])
+    # what chat serves: the promoted adapter's form (None: the bare base, nothing promoted)
+    out["served"] = served.to_dict() if served else None
+    if served:
+        base = med(ref_plain, "tokens_per_s")
+        out["raw_llama_cpp_bare_base"] = {"tokens_per_s_median": base,
+                                          "ttft_s_median": med(ref_plain, "ttft_s")}
+        # decode speed of the served form (raw llama-cpp-python on it) over the bare base, and
+        # of reverie's chat on it over the bare base; interleaved in one run
+        out["served_vs_base"] = out["raw_llama_cpp"]["tokens_per_s_median"] / base
+        out["chat_vs_base"] = out["reverie"]["tokens_per_s_median"] / base
     return out
 
 
@@ -122,8 +144,9 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--adapter", default=None, help="a GGUF LoRA: both sides decode through it")
+    ap.add_argument("--home", type=Path, default=None, help="data dir (default $REVERIE_HOME)")
     a = ap.parse_args(argv)
-    json.dump(run(a.reps, a.max_tokens, a.model, a.threads, adapter=a.adapter), sys.stdout, indent=2)
+    json.dump(run(a.reps, a.max_tokens, a.model, a.threads, adapter=a.adapter, home=a.home), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

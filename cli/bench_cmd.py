@@ -20,7 +20,9 @@ def chat(reps: int = typer.Option(5, "--reps", min=1, help="Repetitions of the p
          model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or .gguf path."),
          threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: auto)."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")):
-    """Chat tokens/s and time to first token: reverie vs raw llama-cpp-python."""
+    """Chat tokens/s and time to first token: reverie vs raw llama-cpp-python, serving what chat
+    serves (after a night: the promoted adapter, merged or as a runtime LoRA), and that form's
+    decode speed against the bare base in the same run (served_vs_base). Records nothing."""
     from bench.chat_bench import run
 
     # progress goes to stderr: with --json, stdout is the JSON document and nothing else
@@ -34,7 +36,17 @@ def chat(reps: int = typer.Option(5, "--reps", min=1, help="Repetitions of the p
     typer.echo(f"{'':14}{'tok/s':>10}{'TTFT ms':>10}")
     typer.echo(f"{'reverie':14}{o['tokens_per_s_median']:>10.1f}{o['ttft_s_median'] * 1000:>10.0f}")
     typer.echo(f"{'raw llama.cpp':14}{r['tokens_per_s_median']:>10.1f}{r['ttft_s_median'] * 1000:>10.0f}")
+    if res["served"]:
+        b = res["raw_llama_cpp_bare_base"]
+        typer.echo(f"{'bare base':14}{b['tokens_per_s_median']:>10.1f}{b['ttft_s_median'] * 1000:>10.0f}")
     typer.echo(f"ratio tokens/s {res['ratio_tokens_per_s']:.3f} · ratio TTFT {res['ratio_ttft']:.3f}")
+    sv = res["served"]
+    if sv:
+        form = "merged into the base" if sv["form"] == "merged" else "a runtime LoRA"
+        typer.echo(f"serving adapter {sv['adapter_id']} as {form}: decode {res['served_vs_base']:.3f}× "
+                   f"the bare base (chat {res['chat_vs_base']:.3f}×)")
+    else:
+        typer.echo("serving the bare base (no adapter promoted)")
 
 
 @bench_app.command("memory-scale")

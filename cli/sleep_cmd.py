@@ -42,9 +42,11 @@ def sleep(
         0, "--checkpoint-every", min=0,
         help="Steps between resumable training checkpoints (0: $REVERIE_CHECKPOINT_EVERY, else 25)."),
     merge: str = typer.Option("", "--merge",
-                              help="On promotion also bake the adapter into the base and register "
-                                   "the merged model: Q8_0, Q4_K_M, Q4_1, F16, same or none "
-                                   "(default: the merge_on_promote setting, else none)."),
+                              help="When the gate passes the adapter, also bake it into the base "
+                                   "at this type (Q8_0, Q4_K_M, F16, same, ...) and gate that file; "
+                                   "chat serves it if it passes, else the runtime LoRA. none: "
+                                   "always the runtime LoRA (default: the merge_on_promote "
+                                   "setting, Q8_0)."),
     json_out: bool = JsonOpt,
 ):
     """The nightly job: learn today's facts and feedback into a LoRA adapter, measure what was

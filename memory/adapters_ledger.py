@@ -29,6 +29,7 @@ class AdapterRow:
     gate: str
     created: float
     promoted: float
+    served: str = ""  # the merged model file chat serves; "" = the runtime LoRA (assistant.served)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,7 +49,7 @@ class AdapterLedger:
     def add(self, **fields) -> AdapterRow:
         row = dict(parent="", status="candidate", strategy="", trainer="", model="",
                    base_sha256="", dataset_hash="", fact_ids="[]", feedback_ids="[]", path="",
-                   gguf="", metrics="{}", gate="{}", created=now(), promoted=0.0)
+                   gguf="", metrics="{}", gate="{}", created=now(), promoted=0.0, served="")
         row.update(fields)
         for k in ("fact_ids", "feedback_ids", "metrics", "gate"):
             if not isinstance(row[k], str):

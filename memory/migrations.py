@@ -131,3 +131,10 @@ def m007_allow_preference_memories(db):
     db.execute("CREATE INDEX idx_memories_conversation ON memories "
                "(json_extract(source, '$.conversation_id'), seq) "
                "WHERE kind = 'episodic' AND status = 'active'")
+
+
+@migrations()
+def m008_add_adapter_served(db):
+    # What chat serves for a version: "" = llama.cpp's runtime LoRA over the base (what every
+    # version before this served), else the path of the merged model file the gate measured.
+    db.execute("ALTER TABLE adapters ADD COLUMN served TEXT NOT NULL DEFAULT ''")

@@ -220,11 +220,57 @@ def test_a_promoted_adapter_is_picked_up_between_turns_unless_switched_off(chat,
     gguf = _promote(s, tmp_path)
     s.send("Hello again.")
     assert s.runtime.adapters == [gguf]
-    assert json.loads(s.ledger.turns(s.conversation_id)[-1].meta)["adapter"] == gguf
+    assert json.loads(s.ledger.turns(s.conversation_id)[-1].meta)["adapter"] == "v001-test"
 
     off = chat(use_adapter=False)
     off.send("Hello.")
     assert off.runtime.adapters == [] and off.runtime.adapter_path is None
+
+
+def test_a_merged_served_form_reopens_the_runtime_on_its_file_and_a_rollback_switches_back(
+        chat, tmp_path, monkeypatch):
+    """When the gate passed the merged file (assistant.served), chat loads that file instead of
+    the base with a runtime LoRA; the served form follows the promoted row between turns."""
+    import assistant.chat
+    from memory.adapters_ledger import AdapterLedger
+
+    opened = []
+
+    def open_runtime(home, model, backend, adapter=None, **kw):
+        rt = FakeRuntime("Merged." if model.path.endswith("served.gguf") else "Noted.",
+                         name=model.name)
+        rt.model = model
+        rt.set_adapter(adapter) if adapter else None
+        opened.append((model.path, adapter))
+        return rt
+
+    monkeypatch.setattr(assistant.chat, "open_runtime", open_runtime)
+    s = chat(use_adapter=True)
+    base = s.runtime
+    led = AdapterLedger(s.ledger)
+    gguf = _promote(s, tmp_path)  # v001: a runtime LoRA
+    merged = tmp_path / "v002" / "served.gguf"
+    merged.parent.mkdir()
+    merged.write_bytes(b"GGUF")
+    (merged.parent / "adapter.gguf").write_bytes(b"GGUF")
+    led.add(id="v002-test", model=s.runtime.model.name, path=str(merged.parent),
+            gguf=str(merged.parent / "adapter.gguf"), served=str(merged), status="candidate")
+    led.promote("v002-test")
+    r = s.send("Hello.")
+    assert opened == [(str(merged), None)] and base.closed  # the merged file, no LoRA on top
+    assert r.answer == "Merged." and s.served.merged and s.served.adapter_id == "v002-test"
+    assert json.loads(s.ledger.turns(s.conversation_id)[-1].meta)["adapter"] == "v002-test"
+    # rollback: v001 is promoted again, served as the base with its runtime LoRA
+    led.promote("v001-test")
+    assert s.send("Hello again.").answer == "Noted."
+    assert opened[-1] == (base.model.path, gguf) and s.runtime.adapter_path == gguf
+    # a merged file that went missing falls back to the runtime LoRA the gate also passed
+    led.promote("v002-test")
+    merged.unlink()
+    s.send("And again.")
+    assert s.served.adapter == str(merged.parent / "adapter.gguf")
+    assert s.runtime.model.path == base.model.path and s.runtime.adapter_path == s.served.adapter
+    s.close()
 
 
 def test_a_newer_memory_answers_without_the_adapter_that_learned_the_old_one(chat, tmp_path):

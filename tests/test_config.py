@@ -62,14 +62,14 @@ def test_settings_file_errors(reverie_home):
 def test_old_settings_with_merge_on_promote_under_extra_still_load(reverie_home):
     """Before merge_on_promote was a typed setting it lived in an untyped "extra" dict."""
     path = data_dir() / "settings.json"
-    path.write_text(json.dumps({"max_tokens": 64, "extra": {"merge_on_promote": "Q8_0", "x": 1}}))
+    path.write_text(json.dumps({"max_tokens": 64, "extra": {"merge_on_promote": "F16", "x": 1}}))
     s = Settings.load(reverie_home)
-    assert s.merge_on_promote == "Q8_0" and s.max_tokens == 64
+    assert s.merge_on_promote == "F16" and s.max_tokens == 64
     s.save(reverie_home)
     saved = json.loads(path.read_text())
-    assert "extra" not in saved and saved["merge_on_promote"] == "Q8_0"
+    assert "extra" not in saved and saved["merge_on_promote"] == "F16"
     assert Settings.load(reverie_home) == s
-    for extra, want in (({}, ""), ({"merge_on_promote": None}, ""), ({"merge_on_promote": "none"}, "none")):
+    for extra, want in (({}, "Q8_0"), ({"merge_on_promote": None}, ""), ({"merge_on_promote": "none"}, "none")):
         path.write_text(json.dumps({"extra": extra}))
         assert Settings.load(reverie_home).merge_on_promote == want
     path.write_text(json.dumps({"merge_on_promote": "F16", "extra": {"merge_on_promote": "Q8_0"}}))

@@ -37,7 +37,7 @@ LEDGER_SCHEMA = {
     "adapters": 'CREATE TABLE "adapters" ( "id" TEXT PRIMARY KEY, "parent" TEXT, "status" TEXT, '
                 '"strategy" TEXT, "trainer" TEXT, "model" TEXT, "base_sha256" TEXT, '
                 '"dataset_hash" TEXT, "fact_ids" TEXT, "feedback_ids" TEXT, "path" TEXT, "gguf" '
-                'TEXT, "metrics" TEXT, "gate" TEXT, "created" REAL, "promoted" REAL )',
+                'TEXT, "metrics" TEXT, "gate" TEXT, "created" REAL, "promoted" REAL , served TEXT NOT NULL DEFAULT \'\')',
     "sleep_runs": 'CREATE TABLE "sleep_runs" ( "id" TEXT PRIMARY KEY, "started" REAL, "finished" '
                   'REAL, "status" TEXT, "strategy" TEXT, "adapter_id" TEXT, "report_path" TEXT, '
                   '"summary" TEXT )',
@@ -144,6 +144,7 @@ def test_an_old_ledger_upgrades_to_todays_schema_and_keeps_its_rows(tmp_path, up
         # columns added since come with their defaults
         if "feedback" in wrote:
             assert conn.execute("select status, reason from feedback").fetchall() == [("active", "")]
+            assert conn.execute("select served from adapters").fetchall() == [("",)]
         if "memories" in wrote:
             fts = [r[0] for r in conn.execute("select rowid from memories_fts order by rowid")]
             assert fts == ([1, 3, 4] if upto >= ALL.index("m003_create_memories_fts") + 1 else [])

@@ -221,5 +221,6 @@ def test_our_adapter_dir_resolves_to_its_gguf_and_chat_gives_mlx_the_gguf(tmp_pa
     led.add(id="v001-x", model="m", path=str(adir), gguf=got)
     led.promote("v001-x")
     for backend in ("mlx", "llama.cpp"):
-        rt = SimpleNamespace(backend=backend, model=SimpleNamespace(name="m"))
-        assert Services(reverie_home, ledger).promoted_adapter_for(rt) == got
+        base = SimpleNamespace(name="m", path=str(tmp_path / "base.gguf"))
+        served = Services(reverie_home, ledger).served(base)
+        assert (served.model_path, served.adapter) == (base.path, got)

@@ -158,29 +158,20 @@ def test_adapter_version_resolves_through_the_ledger(tmp_path, home):
         quant_api.path_adapter_resolver("v9", home)
 
 
-def test_merge_on_promotion_setting_and_option(tmp_path, home):
-    """sleep's hook: option > setting > off; a failure is reported, never raised or registered."""
-    from assistant import quant_api
+def test_the_served_merge_type_is_the_option_else_the_setting(home):
+    """sleep's merge for serving: option > setting (default Q8_0); none turns it off; a bad
+    setting is a usage error that names the types, raised before any work."""
     from assistant.config import Settings
+    from assistant.sleep import merge_type
+    from assistant.errors import ReverieError
 
-    write_tiny_model(tmp_path / "tiny.gguf")
-    ad = _adapter(tmp_path / "adapter.gguf")
-    base = str(tmp_path / "tiny.gguf")
-    assert quant_api.merge_on_promotion(home, base, "v1", ad) == {}  # no option, no setting
-    Settings(merge_on_promote="Q8_0").save(home)
-    assert quant_api.merge_on_promotion(home, base, "v1", ad, "none") == {}
-    logs = []
-    r = quant_api.merge_on_promotion(home, base, "v1", ad, log=logs.append)
-    assert r["type"] == "Q8_0" and "error" not in r, r
-    assert _registered(home)[r["name"]]["file_type"] == "Q8_0" and logs
-    r = quant_api.merge_on_promotion(home, base, "v2", ad, "F16")
-    assert r["type"] == "F16" and r["name"].endswith("v2-f16")
-    # a wrong-architecture adapter: an error entry, the night goes on, nothing registered
-    bad = _adapter(tmp_path / "gemma.gguf", arch="gemma3")
-    before = set(_registered(home))
-    r = quant_api.merge_on_promotion(home, base, "v3", bad, "Q8_0")
-    assert "architecture 'gemma3'" in r["error"]
-    assert set(_registered(home)) == before
+    assert merge_type(home, "") == "Q8_0"  # the default setting
+    assert merge_type(home, "F16") == "F16" and merge_type(home, "none") == ""
+    Settings(merge_on_promote="none").save(home)
+    assert merge_type(home, "") == "" and merge_type(home, "same") == "same"
+    Settings(merge_on_promote="Q5").save(home)
+    with pytest.raises(ReverieError, match="unknown quantization type 'Q5'"):
+        merge_type(home, "")
 
 
 def test_sleep_merge_option_rejects_a_bad_type_before_any_work(home):

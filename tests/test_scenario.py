@@ -140,6 +140,7 @@ class FakeSession:
     def __init__(self, home, backend="auto", use_memory=True, use_adapter=True, record=True):
         self.home, self.use_memory, self.record = Path(home), use_memory, record
         self.runtime = types.SimpleNamespace(adapter_path=None)
+        self.served = None  # no adapter is ever promoted here
         self.closed = False
         self.new_calls = 0
         FakeSession.opened.append(self)

@@ -266,7 +266,8 @@ def test_a_promotion_between_two_requests_takes_effect(client, served):
     assert h2["x-reverie-adapter"] == "v001-serve"
     assert b2["reverie"]["adapter"].endswith("v001-serve/adapter.gguf")
     meta = {t[0]: json.loads(t[3]) for t in _turns(served.home) if t[1] == "assistant"}
-    assert meta[b2["reverie"]["turn_id"]]["adapter"] == b2["reverie"]["adapter"]  # the ledger agrees
+    assert b2["reverie"]["adapter_form"] == "runtime_lora"  # no merged file was made for it
+    assert meta[b2["reverie"]["turn_id"]]["adapter"] == "v001-serve"  # the ledger agrees
     assert h3["x-reverie-adapter"] == "none"  # and the rollback too
 
 

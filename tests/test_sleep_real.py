@@ -116,17 +116,28 @@ def test_sleep_trains_evaluates_and_registers(reverie_home, no_network, anchors)
         "select meta from turns where role = 'assistant' order by rowid").fetchall()]
     assert len(metas) >= 3  # turns during the sleep and one after it
     assert metas[0]["adapter"] is None  # nothing was promoted yet
-    assert metas[-1]["adapter"] == row.gguf  # picked up by the running chat, no restart
+    assert metas[-1]["adapter"] == row.id  # picked up by the running chat, no restart
 
     trained = {msg["content"].strip().lower() for line in (Path(row.path) / "train.jsonl").read_text().splitlines()
                for msg in json.loads(line)["messages"] if msg["role"] == "user"}
     assert not trained & {q.lower() for q in UNSEEN}
 
+    from quant.registry import Registry, sha256_file
+
+    served, base_path = m["served"], Registry(reverie_home).get().path
+    assert served["form"] == ("merged" if row.served else "runtime_lora")
+    assert served["adapter_id"] == row.id and (row.served or row.gguf) in served.values()
+
     def ask(backend: str, use_adapter: bool = True) -> dict:
         chat = ChatSession(reverie_home, backend=backend, use_memory=False, use_adapter=use_adapter,
                            max_tokens=16)
         try:
-            assert chat.runtime.adapter_path == (row.gguf if use_adapter else None)
+            if use_adapter:  # chat serves the very file the gate measured, in the same form
+                assert (chat.runtime.model.path, chat.runtime.adapter_path) == (
+                    served["model"], served["adapter"])
+                assert sha256_file(served["adapter"] or served["model"]) == served["sha256"]
+            else:
+                assert chat.runtime.adapter_path is None and chat.runtime.model.path == base_path
             turns = {q: chat.send(q) for q in UNSEEN}
             assert not any(t.recalled for t in turns.values())  # recall is off: weights only
             return {q: t.answer for q, t in turns.items()}
@@ -287,7 +298,7 @@ def test_a_night_on_persona_facts_keeps_the_general_answers_the_base_knew(reveri
         assert out.status == "rejected" and "general questions" in out.message
     s = ChatSession(reverie_home, backend="llama.cpp", use_memory=False, max_tokens=24, record=False)
     try:
-        assert (s.runtime.adapter_path is not None) == (out.status == "promoted")
+        assert (s.served is not None) == (out.status == "promoted")
         assert "Paris" in s.send("What is the capital of France?").answer
     finally:
         s.close()

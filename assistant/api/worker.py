@@ -73,14 +73,6 @@ class Job:
             self.cancel.set()
 
 
-def adapter_label(path: str | None) -> str:
-    """The adapter version id for a served adapters/<id>/adapter.gguf, the path otherwise."""
-    if not path:
-        return "none"
-    p = Path(path)
-    return p.parent.name if p.name == "adapter.gguf" else str(p)
-
-
 class ModelWorker:
     def __init__(self, home: Path, model: str | None = None, backend: str = "auto",
                  threads: int | None = None):
@@ -271,9 +263,11 @@ class ModelWorker:
 
     @staticmethod
     def _info(s) -> dict:
-        path = s.runtime.adapter_path
+        served = s.served  # the promoted adapter, as a runtime LoRA or merged (assistant.served)
         return {"model": s.runtime.model.name, "backend": s.runtime.backend,
-                "adapter": path, "adapter_version": adapter_label(path)}
+                "adapter": served.file if served else None,
+                "adapter_version": served.adapter_id if served else "none",
+                "adapter_form": served.to_dict()["form"] if served else None}
 
     # --- shutdown -------------------------------------------------------------------------
     def stop_all(self) -> None:
