@@ -132,7 +132,8 @@ adapters_app = typer.Typer(help="Adapter versions made by `reverie sleep`: linea
 @adapters_app.command("ls")
 @handle_errors
 def adapters_ls(json_out: bool = JsonOpt):
-    """List adapter versions (* marks the promoted one)."""
+    """List adapter versions (* marks the promoted one) and the form each is served in: merged
+    into the base (when that file passed the gate too) or as a runtime LoRA."""
     from assistant.adapters_api import adapters_list
 
     rows = adapters_list(home())
@@ -146,7 +147,8 @@ def adapters_ls(json_out: bool = JsonOpt):
         mark = "*" if r.status == "promoted" else " "
         typer.echo(f"{mark} {r.id:<14} {r.status:<9} {r.strategy:<11} parent {r.parent or '-':<14} "
                    f"personal {m.get('personal_base', 0):.2f}→{m.get('personal_adapted', 0):.2f} "
-                   f"general {m.get('general_base', 0):.3f}→{m.get('general_adapted', 0):.3f}")
+                   f"general {m.get('general_base', 0):.3f}→{m.get('general_adapted', 0):.3f} "
+                   f"served as {'merged' if r.served else 'runtime LoRA'}")
 
 
 @adapters_app.command("show")
