@@ -148,7 +148,14 @@ def adapters_ls(json_out: bool = JsonOpt):
         typer.echo(f"{mark} {r.id:<14} {r.status:<9} {r.strategy:<11} parent {r.parent or '-':<14} "
                    f"personal {m.get('personal_base', 0):.2f}→{m.get('personal_adapted', 0):.2f} "
                    f"general {m.get('general_base', 0):.3f}→{m.get('general_adapted', 0):.3f} "
-                   f"served as {'merged' if r.served else 'runtime LoRA'}")
+                   f"{_form(r)}")
+
+
+def _form(row) -> str:
+    """How a version is (or would be, once promoted) served; a rejected one is not."""
+    if row.status == "rejected":
+        return "not served"
+    return "served merged" if row.served else "served as runtime LoRA"
 
 
 @adapters_app.command("show")

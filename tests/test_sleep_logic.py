@@ -65,7 +65,8 @@ def test_feedback_log_and_cli(reverie_home):
 def test_adapter_rows_promote_rollback(reverie_home):
     a = AdapterLedger(Ledger(reverie_home))
     v1 = a.add(id=a.new_version_id(), model="smollm2-135m")
-    v2 = a.add(id=a.new_version_id(), model="smollm2-135m", parent=v1.id)
+    v2 = a.add(id=a.new_version_id(), model="smollm2-135m", parent=v1.id, served="/x/served.gguf")
+    v3 = a.add(id=a.new_version_id(), model="smollm2-135m", status="rejected")
     a.promote(v1.id)
     a.promote(v2.id)
     assert a.promoted("smollm2-135m").id == v2.id
@@ -75,7 +76,12 @@ def test_adapter_rows_promote_rollback(reverie_home):
     r = runner.invoke(app, ["adapters", "rollback"])
     assert r.exit_code == 0 and v1.id in r.output
     r = runner.invoke(app, ["adapters", "ls", "--json"])
-    assert {x["id"]: x["status"] for x in json.loads(r.output)} == {v1.id: "promoted", v2.id: "retired"}
+    assert {x["id"]: x["status"] for x in json.loads(r.output)} == {
+        v1.id: "promoted", v2.id: "retired", v3.id: "rejected"}
+    lines = {ln.split()[1] if ln.startswith("*") else ln.split()[0]: ln
+             for ln in runner.invoke(app, ["adapters", "ls"]).output.splitlines()}
+    assert lines[v1.id].endswith("served as runtime LoRA") and lines[v1.id].startswith("*")
+    assert lines[v2.id].endswith("served merged") and lines[v3.id].endswith("not served")
     r = runner.invoke(app, ["adapters", "show", "v999"])
     assert r.exit_code == 1 and "unknown adapter version" in r.output
 
