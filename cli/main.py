@@ -223,8 +223,10 @@ def ask(
         if json_out:
             turn = session.send(question)
             d = turn.to_dict()
+            served = session.served  # the adapter version this answer came through, if any
             d.update(backend=session.runtime.backend, model=session.runtime.model.name,
-                     adapter=session.runtime.adapter_path)
+                     adapter=served.adapter_id if served else None,
+                     adapter_form=served.to_dict()["form"] if served else None)
             emit_json(d)
         else:
             turn = session.send(question, on_text=_out)
