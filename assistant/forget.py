@@ -73,9 +73,9 @@ def _scrub_file(path: Path, texts: list[str]) -> bool:
         new = "".join(line for line in raw.splitlines(keepends=True)
                       if not any(p.search(line) for p in pats))
     else:
-        from memory.forgetting import REDACTED
+        from memory.forgetting import REDACTED, drop_mentions
 
-        new = raw
+        new = drop_mentions(raw, texts) if path.suffix == ".json" else raw
         for p in pats:
             new = p.sub(REDACTED, new)
     atomic_write_text(path, new, mode=path.stat().st_mode & 0o777)

@@ -91,6 +91,16 @@ def plan(db, needles: list[str], memory_ids: tuple[str, ...] = (), facts: bool =
                     "select id, conversation_id, role, content from turns where id = ?", [tid]):
                 turn_ids[tid2] = {"id": tid2, "conversation_id": conv, "role": role,
                                   "content": content}
+    # the assistant's reply to a forgotten user turn answers the forgotten text, and often says
+    # it back in its own words ("Marine biology, how exciting!"): it goes with the turn
+    for t in [t for t in turn_ids.values() if t["role"] == "user"]:
+        reply = db.execute(
+            "select id, conversation_id, role, content from turns where conversation_id = ? and "
+            "(created, rowid) > (select created, rowid from turns where id = ?) "
+            "order by created, rowid limit 1", [t["conversation_id"], t["id"]]).fetchone()
+        if reply and reply[2] == "assistant":
+            turn_ids.setdefault(reply[0], {"id": reply[0], "conversation_id": reply[1],
+                                           "role": reply[2], "content": reply[3]})
     if turn_ids:
         tids = list(turn_ids)
         marks = ",".join("?" * len(tids))
@@ -164,6 +174,35 @@ def decollide(text: str, needle: str) -> str:
     return _NUMBER.sub(nudge, text)
 
 
+def drop_mentions(text: str, needles: list[str]) -> str:
+    """A JSON document (adapter metrics, a report) without the items that mention `needles`:
+    every list item — an example with its question, expected answer and the model's answers, a
+    line of a table — that mentions one anywhere goes whole, since its other fields say the same
+    thing in other words. Text that is not a JSON object or list is returned unchanged."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, TypeError):
+        return text
+    if not isinstance(doc, (dict, list)):
+        return text
+    low = [n.lower() for n in needles if n]
+
+    def mentions(x) -> bool:
+        return any(n in json.dumps(x, ensure_ascii=False).lower() for n in low)
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x if not (isinstance(v, (dict, list, str)) and mentions(v))]
+        return x
+
+    new = walk(doc)
+    if new == doc:
+        return text
+    return json.dumps(new, ensure_ascii=False, indent=2 if "\n" in text.strip() else None)
+
+
 def scrub_ledger(db, needles: list[str]) -> int:
     """Replace every remaining mention of `needles` in other ledger tables' text columns (adapter
     metrics, sleep summaries, conversation titles); returns the number of cells changed."""
@@ -185,6 +224,7 @@ def scrub_ledger(db, needles: list[str]) -> int:
                     for m in needles:
                         new = decollide(new, m)
                     if table not in _SCRUB_SKIP and (table, col) not in _STATEMENTS:
+                        new = drop_mentions(new, needles)
                         for pat in pats:
                             new = pat.sub(REDACTED, new)
                     if new != val:

@@ -71,6 +71,8 @@ def test_forget_matching_previews_then_reaches_every_copy(day):
     adapters = AdapterLedger(ledger)
     assert adapters.promoted("m").id == "v001-clean"
     assert adapters.get("v002-nuts").status == "withdrawn"
+    # an example that stated it goes whole (its other fields say it in other words)
+    assert json.loads(adapters.get("v002-nuts").metrics)["answers"] == ["Where do I live? York"]
     assert not Path(adapters.get("v002-nuts").path).exists()
     # the clean version's files are untouched; the report keeps its line without the text
     assert "York" in (home / "adapters" / "v001-clean" / "train.jsonl").read_text()
@@ -89,6 +91,8 @@ def test_forget_by_id_takes_the_turn_it_was_said_in(day):
     assert leaked_files(home, [fact.text]) == []
     turns = [t.content for c in ledger.conversations() for t in ledger.turns(c["id"])]
     assert "I am allergic to peanuts." not in turns and "I live in York." in turns
+    # the reply to it goes too: it answered the forgotten text; the next exchange stays
+    assert "Noted: no peanuts for you." not in turns and "York is lovely." in turns
     with pytest.raises(ReverieError, match="unknown memory id"):
         forget_memory(home, fact.id, ledger=ledger)
 
@@ -226,3 +230,16 @@ def test_a_kept_fact_loses_the_forgotten_words_from_its_provenance(reverie_home)
     assert [m.text for m in kept] == ["The user's sister is Anjali."]
     assert "[forgotten]" in kept[0].source["said"]
     ledger.close()
+
+
+def test_drop_mentions_removes_whole_examples_and_leaves_other_text():
+    from memory.forgetting import drop_mentions
+
+    doc = {"examples": [{"q": "What do I do?", "expected": "marine biologist",
+                         "adapter": "Your job is in marine biology."},
+                        {"q": "Where do I live?", "expected": "Bergen", "adapter": "Bergen."}],
+           "lost": ["What is the capital of Ireland?", "Who is a Marine Biologist?"], "n": 2}
+    out = json.loads(drop_mentions(json.dumps(doc), ["MARINE biologist"]))
+    assert out == {"examples": [doc["examples"][1]], "lost": [doc["lost"][0]], "n": 2}
+    for text in ("not json, marine biologist", '"marine biologist"', "", "[1, 2]"):
+        assert drop_mentions(text, ["marine biologist"]) == text

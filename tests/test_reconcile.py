@@ -60,7 +60,8 @@ def test_chat_forget_command_forgets_everywhere_and_says_what(reverie_home):
     forget = services.command_handler("/forget")
     assert forget(None, "").startswith("usage: /forget")
     out = forget(None, "5830")
-    assert out == "forgot '5830': 2 memories, 1 conversation turn, 0 feedback items."
+    # the turn that said it and the reply to it
+    assert out == "forgot '5830': 2 memories, 2 conversation turns, 0 feedback items."
     assert forget(None, "5830") == "nothing matches '5830'; nothing changed."
     from assistant.forget import leaked_files
 
