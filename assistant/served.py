@@ -78,3 +78,23 @@ def make_merged(base_path: str, gguf: str, out_dir: Path, qtype: str,
     r = merge(base_path, gguf, out, qtype, progress=log)
     log(f"merged into the base at {r.type} in {r.seconds:.0f} s ({r.size_bytes / 1e6:.0f} MB)")
     return Served(str(out), None, Path(out_dir).name)
+
+
+KEEP_MERGED = 2  # the served version and the one a rollback goes back to
+
+
+def prune_merged(adapters, model: str, log: Callable[[str], None], keep: int = KEEP_MERGED) -> list[str]:
+    """Each merged file is a whole model (145 MB for the default one): keep those of the promoted
+    version and the most recently promoted others, `keep` in all; an older version serves its
+    runtime LoRA again if it is ever promoted (the gate passed that form first). Returns the ids
+    whose merged file went."""
+    rows = [r for r in adapters.list(model) if r.served and r.status in ("promoted", "retired")]
+    rows.sort(key=lambda r: (r.status == "promoted", r.promoted or 0.0), reverse=True)
+    gone = []
+    for r in rows[keep:]:
+        Path(r.served).unlink(missing_ok=True)
+        adapters.set_status(r.id, r.status, served="")
+        gone.append(r.id)
+    if gone:
+        log(f"removed the merged files of {', '.join(gone)} (older versions serve their runtime LoRA)")
+    return gone

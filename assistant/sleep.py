@@ -403,6 +403,9 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
             status, msg = "promoted", f"{vid} promoted"
             if served:
                 msg += f" (served merged into the base at {qtype})"
+            from .served import prune_merged
+
+            prune_merged(adapters, model.name, log)
         else:
             adapters.set_status(vid, "rejected")
             status, msg = "rejected", f"{vid} rejected: " + "; ".join(decision.reasons)

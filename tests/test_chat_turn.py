@@ -284,3 +284,35 @@ def test_a_newer_memory_answers_without_the_adapter_that_learned_the_old_one(cha
     assert s.runtime.adapters[-2:] == [gguf, None] and "York" in s.runtime.last_prompt
     s.send("How do I bake bread?")
     assert s.runtime.adapter_path == gguf  # back on the next turn
+
+
+def test_only_the_served_and_the_rollback_versions_keep_their_merged_files(reverie_home, tmp_path):
+    """A merged file is a whole model: after a promotion the promoted version and the most
+    recently promoted other keep theirs; older ones lose it and serve their runtime LoRA."""
+    from assistant.served import prune_merged, served_form
+    from memory.adapters_ledger import AdapterLedger
+    from memory.ledger import Ledger
+
+    ledger = Ledger(reverie_home)
+    led = AdapterLedger(ledger)
+    files = {}
+    for i in range(1, 5):
+        d = tmp_path / f"v00{i}"
+        d.mkdir()
+        (d / "adapter.gguf").write_bytes(b"GGUF")
+        (d / "served.gguf").write_bytes(b"GGUF")
+        files[f"v00{i}-x"] = d / "served.gguf"
+        led.add(id=f"v00{i}-x", model="m", path=str(d), gguf=str(d / "adapter.gguf"),
+                served=str(d / "served.gguf"), status="candidate")
+        led.promote(f"v00{i}-x")
+    led.set_status("v001-x", "withdrawn")  # not servable: not counted, left to forget
+    led.promote("v002-x")  # a rollback made v002 the newest promotion of the retired ones
+    led.promote("v004-x")
+    logs = []
+    assert prune_merged(led, "m", logs.append) == ["v003-x"] and "v003-x" in logs[0]
+    assert not files["v003-x"].exists() and led.get("v003-x").served == ""
+    assert all(files[v].exists() for v in ("v001-x", "v002-x", "v004-x"))
+    assert served_form(led.get("v003-x"), "/base.gguf").adapter == str(tmp_path / "v003" / "adapter.gguf")
+    assert served_form(led.get("v004-x"), "/base.gguf").merged
+    assert prune_merged(led, "m", logs.append) == []  # nothing more to do
+    ledger.close()
