@@ -133,3 +133,40 @@ def sentences(text: str, min_words: int = 4) -> list[str]:
     parts = [p.strip(" []") for p in _SENTENCE.split(text) if p and p.strip(" []")]
     parts = [p for p in parts if len(p.split()) >= min_words]
     return parts if len(parts) >= 2 else []
+
+
+_CAPTION = re.compile(r"\s*\[shares a photo[^\]]*\]?\s*$")
+
+
+def is_question(text: str) -> bool:
+    """Whether a memory ends on a question (a photo caption after it does not count): it asks
+    for what the question is after rather than saying it."""
+    return _CAPTION.sub("", text).rstrip().endswith("?")
+
+
+_PRONOUN = {"her": "my", "his": "my", "hers": "mine", "she": "I", "he": "I", "him": "me",
+            "herself": "myself", "himself": "myself", "their": "our", "they": "we",
+            "them": "us", "themselves": "ourselves"}
+
+
+def as_said_by(question: str, speakers: set[str]) -> str:
+    """A question about a named speaker turned into the first-person statement the speaker
+    would have made ("What do Melanie's kids like?" -> "my kids like"; two speakers: "we"):
+    conversation turns are in the first person, and an embedder matches like with like.
+    The question as a statement (as_statement) when it names no speaker."""
+    out = as_statement(question)
+    if not speakers:
+        return out
+    firsts = [n.split()[0].lower() for n in speakers]
+    said = {w for w in re.findall(r"[A-Z][\w]*", out)
+            if any(w.lower() == f or (len(w) >= 3 and f.startswith(w.lower())) for f in firsts)}
+    if not said:
+        return out
+    name = rf"\b(?:{'|'.join(map(re.escape, sorted(said, key=len, reverse=True)))})\b"
+    out = re.sub(rf"{name}['\u2019]s\s+and\s+{name}['\u2019]s\b", "our", out, flags=re.I)
+    out = re.sub(rf"{name}\s+and\s+{name}\b", "we", out, flags=re.I)
+    out = re.sub(rf"{name}['\u2019]s\b", "my", out, flags=re.I)
+    out = re.sub(name, "I", out, flags=re.I)
+    out = re.sub(r"\b(?:her|his|hers|she|he|him|herself|himself|their|they|them|themselves)\b",
+                 lambda m: _PRONOUN[m.group(0).lower()], out, flags=re.I)
+    return re.sub(r"\s+", " ", out).strip()

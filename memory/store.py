@@ -24,10 +24,11 @@ from . import hygiene
 from . import io as memio
 from . import locomo
 from .errors import MemoryStoreError
-from .index import VectorIndex, fts_search
+from .index import VectorIndex, fts_search, query_terms
 from .ledger import Ledger
 from . import query as query_mod
-from .recall import MODES, RecallOptions, Recalled, diversify, focus, fuse, fuse_scores, neighbour_support, pack, recency_boost
+from .recall import (MODES, RecallOptions, Recalled, diversify, focus, fuse, fuse_scores,
+                     neighbour_support, pack, recency_boost)
 
 # Cosine above this between two facts means "the same fact, reworded": update, don't add.
 DUPLICATE_COSINE = 0.92
@@ -38,7 +39,7 @@ FACT_PRIOR = 0.3 / 11
 # Recall's tuned weights (bench/recall_ablation.py: each on/off, cross-validated by conversation).
 DEFAULT_OPTIONS = RecallOptions(fusion="score", speaker_focus=2.0, strip_speaker_names=True,
                                 strip_names_vector=True, date_focus=1.0, neighbour_expand=True,
-                                forward_share=0.6)
+                                forward_share=0.6, question_damp=0.5)
 # What each index's text carries besides the memory's words (index_text): "speaker", "date".
 FTS_FORM: tuple[str, ...] = ("speaker", "date")
 VECTOR_FORM: tuple[str, ...] = ("speaker", "sentences")
@@ -323,6 +324,8 @@ class MemoryStore:
                     st = query_mod.as_statement(vq)
                     if st != vq:
                         extra.append((":statement", st, opts.statement_weight))
+                if opts.voice_weight and named:
+                    extra.append((":voice", query_mod.as_said_by(q, named), opts.voice_weight))
                 for name, text, w in extra if mode == "hybrid" else ():
                     hits["vector" + tag + name] = self.vectors.search(embed_query(text), n, kinds)
                     weights["vector" + tag + name] = part * w * opts.vector_weight
@@ -331,7 +334,18 @@ class MemoryStore:
                 hits["bm25" + tag] = fts_search(self.db.conn, tq or q, n, kinds)
                 weights["bm25" + tag] = part * opts.bm25_weight
                 clock.lap("bm25")
+        if mode == "hybrid" and opts.term_query_weight:
+            terms = query_terms(text_query or query)
+            if len(terms) >= 2:
+                for t in terms:
+                    hits["bm25:term:" + t] = fts_search(self.db.conn, t, n, kinds)
+                    weights["bm25:term:" + t] = opts.term_query_weight / len(terms)
+                clock.lap("bm25")
         scores = self._fuse(hits, weights, mode, opts)
+        if mode == "hybrid" and opts.expand_weight and scores:
+            self._expand(scores, hits, weights, n, kinds, opts, text_query or query, named)
+            scores = self._fuse(hits, weights, mode, opts)
+            clock.lap("expand")
         if mode == "hybrid" and opts.feedback_weight and scores:
             self._feedback(scores, hits, weights, n, kinds, opts)
             scores = self._fuse(hits, weights, mode, opts)
@@ -354,6 +368,9 @@ class MemoryStore:
             if spans:
                 scores = focus(scores, lambda mid: mid in rows and any(
                     d.matches(_said_on(rows[mid])) for d in spans), opts.date_focus)
+            if opts.question_damp:
+                scores = focus(scores, lambda mid: mid in rows and query_mod.is_question(
+                    rows[mid]["text"]), -opts.question_damp)
             scores = self._facts_over_turns(scores, rows)
             clock.lap("neighbours")
         now = time.time()
@@ -654,7 +671,11 @@ class MemoryStore:
 
         from .embedder import embed_query
 
-        top = sorted(scores, key=scores.get, reverse=True)[:opts.feedback_docs]
+        top = sorted(scores, key=scores.get, reverse=True)[:3 * opts.feedback_docs]
+        if opts.question_damp:  # a question turn says nothing the feedback could build on
+            asks = {r["id"] for r in self._rows_by_id(top) if query_mod.is_question(r["text"])}
+            top = [mid for mid in top if mid not in asks]
+        top = top[:opts.feedback_docs]
         docs = [v for v in self.vectors.embeddings(top).values() if v is not None]
         if not docs:
             return
@@ -663,6 +684,28 @@ class MemoryStore:
         q /= np.linalg.norm(q) or 1.0
         hits["vector:feedback"] = self.vectors.search(q.tolist(), n, kinds)
         weights["vector:feedback"] = opts.feedback_weight * opts.vector_weight
+
+    def _expand(self, scores, hits, weights, n, kinds, opts, text, named) -> None:
+        """Add a BM25 ranking for the question plus the words particular to its top hits."""
+        import math
+
+        rows = {r["id"]: r["text"] for r in self._rows_by_id(list(scores))}
+        asked = set(query_terms(text)) | {w for name in named for w in query_terms(name)}
+        df: dict[str, int] = {}
+        words_of = {mid: query_terms(t) for mid, t in rows.items()}
+        for ws in words_of.values():
+            for w in ws:
+                df[w] = df.get(w, 0) + 1
+        top = sorted(rows, key=lambda m: -scores.get(m, 0.0))[:opts.feedback_docs]
+        weight: dict[str, float] = {}
+        for mid in top:
+            for w in words_of[mid]:
+                if w not in asked and df[w] >= 2:
+                    weight[w] = weight.get(w, 0.0) + math.log(len(rows) / df[w])
+        extra = sorted(weight, key=lambda w: -weight[w])[:opts.expand_terms]
+        if extra:
+            hits["bm25:expand"] = fts_search(self.db.conn, text + " " + " ".join(extra), n, kinds)
+            weights["bm25:expand"] = opts.expand_weight * opts.bm25_weight
 
     def _speakers(self) -> set[str]:
         """Every speaker name the episodic memories carry, cached until the next insert."""
