@@ -420,6 +420,12 @@ def _run(home: Path, opts: SleepOptions, log: Log, on_train, t0: float) -> Sleep
         base_rt.close()
 
 
+def _quarters(log: Log, what: str, total: int):
+    """A progress callback for a long probe loop: a log line at each quarter of the way."""
+    marks = {max(1, round(total * q / 4)) for q in (1, 2, 3, 4)}
+    return lambda done: log(f"    {what}: {done}/{total}") if done in marks else None
+
+
 def _gate(metrics: dict, opts: SleepOptions):
     """The promotion gate (lora.metrics.gate) on one served form's measurements."""
     from lora.metrics import GateConfig, GateInputs, gate
@@ -550,11 +556,13 @@ def evaluate_candidate(base_rt, model, served, facts, dataset, opts: SleepOption
         gb, ga, d = fg.general_base, fg.general_adapted, fg.drift
         log(f"  general questions: {len(facts_q)} short answers, base (cached per model) and adapter "
             "on those the base knew")
-        based = known_answers(base_rt, facts_q, system_prompt, cache=cache)
+        based = known_answers(base_rt, facts_q, system_prompt, cache=cache,
+                              progress=_quarters(log, "base", len(facts_q)))
         fqb = [ok for ok, _ in based]
         known = [(it, text) for it, (ok, text) in zip(facts_q, based) if ok]
         kept = iter(answers_known(ad_rt, [it for it, _ in known], system_prompt,
-                                  reference=[text for _, text in known]))
+                                  reference=[text for _, text in known],
+                                  progress=_quarters(log, "adapter", len(known))))
         fqa = [next(kept) if ok else None for ok in fqb]  # only what the base knew can be lost
         # the model's own noise floor: how many of its known answers the base loses when only
         # the system prompt is reworded (cached with the base's answers, once per model)
