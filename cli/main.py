@@ -114,9 +114,15 @@ def chat(
     try:
         reader = LineReader("you> ", history=[] if no_log else recent_inputs(path))
         interactive = reader.interactive
+        if interactive:
+            import signal
+
+            # Ctrl-C stops an answer even when this chat was started from a process that
+            # ignores SIGINT (a background job of a script passes SIG_IGN on to its children)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         rt = session.runtime
         typer.secho(f"reverie · {rt.model.name} on {rt.backend}"
-                    f"{' + adapter' if rt.adapter_path else ''} · memory {'on' if session.use_memory else 'off'}"
+                    f"{' + adapter ' + session.served.adapter_id if session.served else ''} · memory {'on' if session.use_memory else 'off'}"
                     f"{' · not logged' if no_log else ''} · /help for commands"
                     + (" · Ctrl-C stops an answer, Ctrl-D leaves" if interactive else ""),
                     dim=True, err=True)
