@@ -120,6 +120,7 @@ def chat(
             # Ctrl-C stops an answer even when this chat was started from a process that
             # ignores SIGINT (a background job of a script passes SIG_IGN on to its children)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            _keep_ctrl_c_a_signal()
         rt = session.runtime
         typer.secho(f"reverie · {rt.model.name} on {rt.backend}"
                     f"{' + adapter ' + session.served.adapter_id if session.served else ''} · memory {'on' if session.use_memory else 'off'}"
@@ -164,6 +165,8 @@ def chat(
             if interactive:
                 typer.secho("reverie> ", nl=False, fg=typer.colors.CYAN)
             try:
+                if interactive:
+                    _keep_ctrl_c_a_signal()  # the line editor has just given the terminal back
                 turn = session.send(line, on_text=_out)
             except KeyboardInterrupt:
                 if not interactive:
@@ -176,6 +179,23 @@ def chat(
             _after_turn(turn, stats)
     finally:
         session.close()
+
+
+def _keep_ctrl_c_a_signal() -> None:
+    """The terminal turns Ctrl-C into SIGINT only with ISIG on; make sure a terminal left
+    without it (a line editor that did not restore it) still lets Ctrl-C stop an answer."""
+    if sys.platform == "win32":
+        return
+    import termios
+
+    try:
+        fd = sys.stdin.fileno()
+        attrs = termios.tcgetattr(fd)
+        if not attrs[3] & termios.ISIG:
+            attrs[3] |= termios.ISIG
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except (termios.error, OSError, ValueError):  # not a terminal: nothing to do
+        pass
 
 
 # slash commands that store something: a --no-log chat leaves no trace
