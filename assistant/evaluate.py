@@ -86,7 +86,8 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
     outcomes: dict[str, list] = {a: [] for a in ARMS}
     per_night = []
     last = {}
-    gguf, form = None, None  # the adapter the adapter arms use, and the form it is served in
+    # the adapter the adapter arms use (its file, for the disk size), the form it is served in
+    gguf, form, form_info = None, None, None
     sleeps = []
     for night in range(1, nights + 1):
         tonight = [f for f in facts if f.night == night]
@@ -124,10 +125,12 @@ def run_experiment(facts_path: str | Path | None = None, general_paths: list | N
             # A promoted adapter is asked in the form chat serves (assistant.served).
             if out.adapter_id and out.status in ("promoted", "rejected"):
                 row = AdapterLedger(ledger).get(out.adapter_id)
-                gguf, form = row.gguf, served_form(row, find_model(home).path)
+                base = find_model(home)
+                gguf, form = row.gguf, served_form(row, base.path)
+                form_info = form.model_info(base) if form else None
             base_rt = open_runtime(home, None, "llama.cpp", n_ctx=2048)
-            ad_rt = (open_runtime(home, form.model_info(find_model(home)), "llama.cpp", n_ctx=2048,
-                                  adapter=form.adapter) if gguf else None)
+            ad_rt = (open_runtime(home, form_info, "llama.cpp", n_ctx=2048, adapter=form.adapter)
+                     if form else None)
             services = Services(home, ledger)
 
             def block(q, rt):
